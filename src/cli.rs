@@ -1,0 +1,144 @@
+//! The command line: one definition per flag drives parsing and `--help`.
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::netdev::XdpModeArg;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netprobe",
+    version,
+    about = "Put eBPF programs on the Linux network path and see, live and exactly, what passes",
+    long_about = "Put eBPF programs on the Linux network path and see, live and exactly, what \
+passes.\n\nEach subcommand is one hook. Counters live in per-CPU BPF maps that netprobe polls \
+and sums every --interval; Ctrl-C or SIGTERM detaches and prints a final summary. Programs \
+are attached through bpf_links, so nothing stays attached once netprobe exits, even after \
+kill -9.",
+    after_help = "Examples:\n  \
+netprobe xdp eth1                      live per-protocol table for eth1\n  \
+netprobe xdp eth1 --mode auto --json   JSON lines, native XDP if the driver has it\n  \
+netprobe xdp eth1 --duration 10s --cost\n\nNeeds root (CAP_BPF and CAP_NET_ADMIN)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Count every frame arriving on an interface, per protocol and verdict, in XDP
+    #[command(after_help = XDP_AFTER_HELP)]
+    Xdp(XdpArgs),
+}
+
+const XDP_AFTER_HELP: &str = "\
+Protocols: every frame counts in exactly one of ipv4, ipv6, arp, other and malformed; an IP \
+frame whose transport header netprobe parsed also counts in one of tcp, udp, icmp and icmpv6. \
+malformed means a truncated or inconsistent header. Bytes are frame lengths as XDP sees them.
+
+Examples:
+  netprobe xdp eth1
+  netprobe xdp veth0 --mode skb --json --interval 500ms
+  netprobe xdp eth1 --replace --duration 1m --cost";
+
+/// Flags every hook shares: how often and how long, and in which format.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print one JSON object per line per interval instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// How often to read the counters and print, e.g. 1s, 250ms
+    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "D")]
+    pub interval: Duration,
+
+    /// Stop after this long, e.g. 10s, 5m (default: until Ctrl-C or SIGTERM)
+    #[arg(long, value_parser = parse_positive_duration, value_name = "D")]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct XdpArgs {
+    /// Interface to attach to (in netprobe's network namespace)
+    #[arg(value_name = "IFACE")]
+    pub iface: String,
+
+    /// native: in the driver (fails if it lacks XDP); skb: generic XDP, works everywhere;
+    /// auto: native if possible, else skb
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub mode: XdpModeArg,
+
+    /// Replace an XDP program already attached to IFACE (it is detached, not restored)
+    #[arg(long)]
+    pub replace: bool,
+
+    /// Show the program's own average run time per packet (kernel BPF statistics,
+    /// enabled only while netprobe runs)
+    #[arg(long)]
+    pub cost: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A duration such as `10s`, `250ms` or `1m30s`; must be positive.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 10s, 500ms or 2m ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("'{s}' must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("'{s}' is shorter than the 10ms minimum"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(
+            parse_positive_duration("1m30s"),
+            Ok(Duration::from_secs(90))
+        );
+        assert!(parse_positive_duration("0s")
+            .unwrap_err()
+            .contains("longer than zero"));
+        assert!(parse_positive_duration("ten")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_interval("5ms").unwrap_err().contains("10ms minimum"));
+    }
+
+    #[test]
+    fn xdp_defaults() {
+        let cli = Cli::try_parse_from(["netprobe", "xdp", "eth1"]).unwrap();
+        let Command::Xdp(args) = cli.command;
+        assert_eq!(args.mode, XdpModeArg::Native);
+        assert_eq!(args.output.interval, Duration::from_secs(1));
+        assert!(!args.output.json && !args.replace && !args.cost);
+        assert!(args.output.duration.is_none());
+    }
+
+    #[test]
+    fn bad_mode_is_rejected() {
+        let err = Cli::try_parse_from(["netprobe", "xdp", "eth1", "--mode", "fast"]).unwrap_err();
+        assert!(err.to_string().contains("invalid value 'fast'"), "{err}");
+    }
+}

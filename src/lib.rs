@@ -1,0 +1,29 @@
+//! netprobe: eBPF programs on the Linux network path, with exact live counters.
+//!
+//! Data flows one way: the command line ([`cli`]) configures a probe (one
+//! module per hook, e.g. [`xdp`]), whose counters become a
+//! [`output::Snapshot`] that one printer per format shows.
+pub mod bpf_stats;
+pub mod cli;
+pub mod counters;
+pub mod netdev;
+pub mod output;
+pub mod privilege;
+pub mod runloop;
+pub mod session;
+pub mod skel;
+pub mod xdp;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+
+/// Runs one command line; the caller prints the error and picks the exit code.
+pub fn run(cli: &Cli) -> Result<()> {
+    // libbpf prints multi-line diagnostics of its own; errors reach the user
+    // through netprobe's one line instead.
+    libbpf_rs::set_print(None);
+    match &cli.command {
+        Command::Xdp(args) => xdp::run(args),
+    }
+}

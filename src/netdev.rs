@@ -1,0 +1,242 @@
+//! Interfaces and their XDP attachments: lookup, query, attach through a
+//! bpf_link, and detaching what is there for `--replace`.
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use anyhow::{anyhow, bail, Context, Result};
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::query::{LinkInfoIter, LinkTypeInfo};
+
+/// The interface index of `name` in this network namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
+        bail!("'{name}' is not a valid interface name");
+    }
+    nix::net::if_::if_nametoindex(name)
+        .map_err(|_| anyhow!("no interface named '{name}' in this network namespace"))
+}
+
+/// How the XDP program is attached, as the user asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// In the driver, before an skb exists (fails if the driver lacks XDP).
+    Native,
+    /// Generic XDP on the skb: works on every interface, slower.
+    Skb,
+    /// Native if the driver supports it, else skb.
+    Auto,
+}
+
+/// The mode a program is actually attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    Native,
+    Skb,
+}
+
+impl XdpMode {
+    fn flag(self) -> u32 {
+        match self {
+            XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            XdpMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A program already attached to an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedProgram {
+    pub id: u32,
+    pub name: String,
+    pub mode: &'static str,
+    /// The id of the bpf_link holding it, if it is held by one.
+    pub link_id: Option<u32>,
+}
+
+impl fmt::Display for AttachedProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "id {} name '{}' in {} mode",
+            self.id, self.name, self.mode
+        )?;
+        if let Some(link) = self.link_id {
+            write!(f, " (bpf_link {link})")?;
+        }
+        Ok(())
+    }
+}
+
+fn errno_result(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::from_raw_os_error(-ret))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The name of the loaded program with this id.
+pub fn program_name(id: u32) -> Result<String> {
+    let fd = errno_result(unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) })
+        .with_context(|| format!("opening program id {id}"))?;
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let info = prog_info(fd.as_fd())?;
+    let name: Vec<u8> = info
+        .name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
+
+/// The kernel's `bpf_prog_info` for a program fd.
+pub fn prog_info(fd: BorrowedFd<'_>) -> Result<libbpf_sys::bpf_prog_info> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    errno_result(unsafe {
+        libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    })
+    .context("reading program info")?;
+    Ok(info)
+}
+
+/// The XDP link attached to `ifindex`, if any.
+fn xdp_link_id(ifindex: u32) -> Option<u32> {
+    LinkInfoIter::default().find_map(|link| match link.info {
+        LinkTypeInfo::Xdp(xdp) if xdp.ifindex == ifindex => Some(link.id),
+        _ => None,
+    })
+}
+
+/// The XDP program on `ifindex` in any mode, if there is one.
+pub fn attached_program(ifindex: u32) -> Result<Option<AttachedProgram>> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    errno_result(unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) })
+        .context("querying the interface's XDP program")?;
+    let (id, mode) = if opts.drv_prog_id != 0 {
+        (opts.drv_prog_id, "native")
+    } else if opts.skb_prog_id != 0 {
+        (opts.skb_prog_id, "skb")
+    } else if opts.hw_prog_id != 0 {
+        (opts.hw_prog_id, "offload")
+    } else {
+        return Ok(None);
+    };
+    let name = program_name(id).unwrap_or_else(|_| "?".into());
+    Ok(Some(AttachedProgram {
+        id,
+        name,
+        mode,
+        link_id: xdp_link_id(ifindex),
+    }))
+}
+
+/// Removes `prog` from `ifindex`: detaches its bpf_link, or for a program
+/// attached through netlink, clears it in its mode.
+pub fn detach(ifindex: u32, prog: &AttachedProgram) -> Result<()> {
+    if let Some(link_id) = prog.link_id {
+        let fd = errno_result(unsafe { libbpf_sys::bpf_link_get_fd_by_id(link_id) })
+            .with_context(|| format!("opening bpf_link {link_id}"))?;
+        // SAFETY: the fd was just returned to us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        errno_result(unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) })
+            .with_context(|| format!("detaching bpf_link {link_id}"))?;
+        return Ok(());
+    }
+    let flag = match prog.mode {
+        "native" => libbpf_sys::XDP_FLAGS_DRV_MODE,
+        "skb" => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        _ => libbpf_sys::XDP_FLAGS_HW_MODE,
+    };
+    errno_result(unsafe { libbpf_sys::bpf_xdp_detach(ifindex as i32, flag, std::ptr::null()) })
+        .with_context(|| format!("detaching XDP program {}", prog.id))?;
+    Ok(())
+}
+
+/// Attaches `prog` to `ifindex` in `mode` through a bpf_link: the kernel
+/// detaches it when the returned fd closes, also when the process dies.
+pub fn attach_xdp_link(prog: BorrowedFd<'_>, ifindex: u32, mode: XdpMode) -> io::Result<OwnedFd> {
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        flags: mode.flag(),
+        ..Default::default()
+    };
+    let fd = errno_result(unsafe {
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, libbpf_sys::BPF_XDP, &opts)
+    })?;
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches as `--mode` asks. Returns the link, the mode it got, and for
+/// `auto` the reason native mode was not used.
+pub fn attach_xdp(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    iface: &str,
+    mode: XdpModeArg,
+) -> Result<(OwnedFd, XdpMode, Option<String>)> {
+    let explain = |mode: XdpMode, err: io::Error| -> anyhow::Error {
+        match (mode, err.raw_os_error()) {
+            (XdpMode::Native, Some(libc::EOPNOTSUPP)) => anyhow!(
+                "interface {iface} does not support native XDP (its driver lacks it); \
+                 use --mode skb or --mode auto"
+            ),
+            (_, Some(libc::EBUSY | libc::EEXIST)) => {
+                anyhow!("interface {iface} already has an XDP program; use --replace")
+            }
+            (_, Some(libc::EINVAL | libc::ERANGE)) => anyhow!(
+                "interface {iface} refused XDP in {mode} mode ({err}); \
+                 an MTU too large for XDP is a common cause"
+            ),
+            _ => anyhow!("attaching XDP to {iface} in {mode} mode: {err}"),
+        }
+    };
+    match mode {
+        XdpModeArg::Native => attach_xdp_link(prog, ifindex, XdpMode::Native)
+            .map(|l| (l, XdpMode::Native, None))
+            .map_err(|e| explain(XdpMode::Native, e)),
+        XdpModeArg::Skb => attach_xdp_link(prog, ifindex, XdpMode::Skb)
+            .map(|l| (l, XdpMode::Skb, None))
+            .map_err(|e| explain(XdpMode::Skb, e)),
+        XdpModeArg::Auto => match attach_xdp_link(prog, ifindex, XdpMode::Native) {
+            Ok(link) => Ok((link, XdpMode::Native, None)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY | libc::EEXIST | libc::EPERM)
+                ) =>
+            {
+                Err(explain(XdpMode::Native, e))
+            }
+            Err(native_err) => {
+                let why = match native_err.raw_os_error() {
+                    Some(libc::EOPNOTSUPP) => "the driver lacks native XDP".to_string(),
+                    _ => format!("native mode failed: {native_err}"),
+                };
+                attach_xdp_link(prog, ifindex, XdpMode::Skb)
+                    .map(|l| (l, XdpMode::Skb, Some(why)))
+                    .map_err(|e| explain(XdpMode::Skb, e))
+            }
+        },
+    }
+}

@@ -1,0 +1,315 @@
+//! Snapshots of what a probe counted, and the printers that show them: a
+//! live table for people, JSON lines for scripts. Every hook fills the same
+//! [`Snapshot`]; the printers know nothing about hooks beyond its header.
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::counters::Counter;
+
+/// What produced a snapshot; flattened into the JSON object.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "hook", rename_all = "lowercase")]
+pub enum Source {
+    Xdp { iface: String, mode: &'static str },
+}
+
+impl Source {
+    fn title(&self) -> String {
+        match self {
+            Source::Xdp { iface, mode } => format!("netprobe xdp {iface} ({mode} mode)"),
+        }
+    }
+}
+
+/// A cumulative counter and its rate over the snapshot's interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Rate {
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    pub bps: f64,
+}
+
+impl Rate {
+    /// `now` with its rate since `before`, `secs` seconds ago.
+    pub fn new(now: Counter, before: Counter, secs: f64) -> Rate {
+        let delta = now.since(before);
+        let per_sec = |v: u64| if secs > 0.0 { v as f64 / secs } else { 0.0 };
+        Rate {
+            packets: now.packets,
+            bytes: now.bytes,
+            pps: per_sec(delta.packets),
+            bps: per_sec(delta.bytes) * 8.0,
+        }
+    }
+}
+
+/// Named values that serialize as a JSON object in their given order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Named<T>(pub Vec<(&'static str, T)>);
+
+impl<T: Serialize> Serialize for Named<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+fn rfc3339<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// One poll's worth of counts. On the final snapshot the rates and the cost
+/// cover the whole run, and `interval` equals `elapsed`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    #[serde(flatten)]
+    pub source: Source,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    #[serde(rename = "interval_s", serialize_with = "seconds")]
+    pub interval: Duration,
+    #[serde(rename = "elapsed_s", serialize_with = "seconds")]
+    pub elapsed: Duration,
+    pub protocols: Named<Rate>,
+    pub verdicts: Named<Counter>,
+    /// `None` without `--cost`; `Some(None)` (JSON null) before the program first ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_ns_per_packet: Option<Option<f64>>,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+impl Serialize for Counter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("packets", &self.packets)?;
+        map.serialize_entry("bytes", &self.bytes)?;
+        map.end()
+    }
+}
+
+/// One printer per output format.
+pub trait Printer {
+    fn print(&mut self, snapshot: &Snapshot) -> io::Result<()>;
+}
+
+/// Picks the printer for the flags: JSON lines, or a table that refreshes
+/// in place on a terminal and is appended otherwise.
+pub fn printer(json: bool, out: Box<dyn Write>, terminal: bool) -> Box<dyn Printer> {
+    if json {
+        Box::new(JsonPrinter { out })
+    } else {
+        Box::new(TablePrinter {
+            out,
+            terminal,
+            lines_shown: 0,
+        })
+    }
+}
+
+pub struct JsonPrinter {
+    out: Box<dyn Write>,
+}
+
+impl Printer for JsonPrinter {
+    fn print(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, snapshot)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+pub struct TablePrinter {
+    out: Box<dyn Write>,
+    terminal: bool,
+    lines_shown: usize,
+}
+
+/// `1234567` as `1.23M`: three significant digits and an SI prefix.
+pub fn si(value: f64) -> String {
+    const UNITS: [(f64, &str); 4] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    for (scale, unit) in UNITS {
+        if value >= scale {
+            let v = value / scale;
+            let digits = if v >= 100.0 {
+                0
+            } else if v >= 10.0 {
+                1
+            } else {
+                2
+            };
+            return format!("{v:.digits$}{unit}");
+        }
+    }
+    if value == value.trunc() {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+impl TablePrinter {
+    fn render(snapshot: &Snapshot) -> String {
+        let mut s = String::new();
+        let what = if snapshot.is_final {
+            "final summary"
+        } else {
+            "live"
+        };
+        s += &format!(
+            "{}  {what}, {:.1}s\n",
+            snapshot.source.title(),
+            snapshot.elapsed.as_secs_f64()
+        );
+        match snapshot.cost_ns_per_packet {
+            Some(Some(cost)) => s += &format!("program cost: {cost:.1} ns/packet\n"),
+            Some(None) => s += "program cost: no packets yet\n",
+            None => {}
+        }
+        let rate_label = if snapshot.is_final { "avg" } else { "now" };
+        s += &format!(
+            "{:<10} {:>14} {:>16} {:>12} {:>12}\n",
+            "PROTOCOL",
+            "PACKETS",
+            "BYTES",
+            format!("PKT/S {rate_label}"),
+            format!("BIT/S {rate_label}")
+        );
+        for (name, r) in &snapshot.protocols.0 {
+            s += &format!(
+                "{name:<10} {:>14} {:>16} {:>12} {:>12}\n",
+                r.packets,
+                r.bytes,
+                si(r.pps),
+                si(r.bps)
+            );
+        }
+        s += &format!("{:<10} {:>14} {:>16}\n", "VERDICT", "PACKETS", "BYTES");
+        for (name, c) in &snapshot.verdicts.0 {
+            s += &format!("{name:<10} {:>14} {:>16}\n", c.packets, c.bytes);
+        }
+        s
+    }
+}
+
+impl Printer for TablePrinter {
+    fn print(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        let text = Self::render(snapshot);
+        if self.terminal && self.lines_shown > 0 {
+            // Back to the first line of the previous table, clear to the end.
+            write!(self.out, "\x1b[{}F\x1b[J", self.lines_shown)?;
+        } else if !self.terminal && self.lines_shown > 0 {
+            writeln!(self.out)?;
+        }
+        self.out.write_all(text.as_bytes())?;
+        self.lines_shown = text.lines().count();
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(is_final: bool) -> Snapshot {
+        Snapshot {
+            source: Source::Xdp {
+                iface: "veth0".into(),
+                mode: "native",
+            },
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            interval: Duration::from_millis(1000),
+            elapsed: Duration::from_millis(3000),
+            protocols: Named(vec![
+                (
+                    "ipv4",
+                    Rate::new(
+                        Counter {
+                            packets: 10,
+                            bytes: 600,
+                        },
+                        Counter {
+                            packets: 4,
+                            bytes: 240,
+                        },
+                        2.0,
+                    ),
+                ),
+                (
+                    "udp",
+                    Rate::new(
+                        Counter {
+                            packets: 1,
+                            bytes: 60,
+                        },
+                        Counter::default(),
+                        0.0,
+                    ),
+                ),
+            ]),
+            verdicts: Named(vec![(
+                "pass",
+                Counter {
+                    packets: 10,
+                    bytes: 600,
+                },
+            )]),
+            cost_ns_per_packet: None,
+            is_final,
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape_and_order() {
+        let line = serde_json::to_string(&snapshot(true)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"hook":"xdp","iface":"veth0","mode":"native","time":"2023-11-14T22:13:20.123Z","interval_s":1.0,"elapsed_s":3.0,"protocols":{"ipv4":{"packets":10,"bytes":600,"pps":3.0,"bps":1440.0},"udp":{"packets":1,"bytes":60,"pps":0.0,"bps":0.0}},"verdicts":{"pass":{"packets":10,"bytes":600}},"final":true}"#
+        );
+    }
+
+    #[test]
+    fn cost_appears_only_when_measured() {
+        let mut s = snapshot(false);
+        s.cost_ns_per_packet = Some(Some(31.5));
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["cost_ns_per_packet"], 31.5);
+        assert_eq!(v["final"], false);
+        let v = serde_json::to_value(snapshot(false)).unwrap();
+        assert!(v.get("cost_ns_per_packet").is_none());
+    }
+
+    #[test]
+    fn si_prefixes() {
+        assert_eq!(si(0.0), "0");
+        assert_eq!(si(999.0), "999");
+        assert_eq!(si(12.5), "12.5");
+        assert_eq!(si(1234.0), "1.23k");
+        assert_eq!(si(12_345_678.0), "12.3M");
+        assert_eq!(si(580_000.0), "580k");
+        assert_eq!(si(4.2e9), "4.20G");
+    }
+
+    #[test]
+    fn table_shows_every_row() {
+        let text = TablePrinter::render(&snapshot(true));
+        assert!(text.contains("final summary"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ipv4") && l.contains(" 10 ") && l.contains(" 600 ")),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.starts_with("pass")), "{text}");
+    }
+}

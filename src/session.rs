@@ -1,0 +1,55 @@
+//! The part of a run every hook shares: wait for a tick or a signal, take a
+//! snapshot, print it; on stop, detach first and then print the final
+//! summary, so that it includes every packet the program saw.
+use std::io::{self, IsTerminal};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::OutputArgs;
+use crate::output::{self, Snapshot};
+use crate::runloop::{RunLoop, Wake};
+
+/// A loaded and attached probe.
+pub trait Probe {
+    /// Counts so far. Rates cover the time since the previous call; on the
+    /// final snapshot they cover the whole run.
+    fn snapshot(&mut self, is_final: bool) -> Result<Snapshot>;
+    /// Removes the probe from its hook; counters stay readable.
+    fn detach(&mut self);
+}
+
+/// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP or `--duration`, printing as
+/// `--json` and `--interval` say.
+pub fn run(probe: &mut dyn Probe, runloop: &mut RunLoop, args: &OutputArgs) -> Result<()> {
+    let stdout = io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut printer = output::printer(args.json, Box::new(stdout), terminal);
+    runloop.start(args.duration);
+    let outcome = loop {
+        match runloop.wait()? {
+            Wake::Tick => {
+                let snapshot = probe.snapshot(false)?;
+                if let Err(e) = printer.print(&snapshot) {
+                    break Err(e);
+                }
+            }
+            Wake::Readable => {}
+            Wake::Hangup | Wake::Stop => break Ok(()),
+        }
+    };
+    probe.detach();
+    match outcome.and_then(|()| {
+        let snapshot = probe.snapshot(true).map_err(io::Error::other)?;
+        printer.print(&snapshot)
+    }) {
+        // A reader that went away (`| head`) is a normal way to stop.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Seconds as f64, never zero, for rate division.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64().max(1e-9)
+}

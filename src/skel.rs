@@ -1,0 +1,17 @@
+//! The libbpf-rs skeletons that `build.rs` generates from `src/bpf/*.bpf.c`.
+#![allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    non_camel_case_types,
+    unused
+)]
+
+pub mod xdp {
+    include!(concat!(env!("OUT_DIR"), "/xdp.skel.rs"));
+}
+
+/// The empty `return XDP_PASS` program, the baseline of `make bench`.
+pub mod xdp_pass {
+    include!(concat!(env!("OUT_DIR"), "/xdp_pass.skel.rs"));
+}
