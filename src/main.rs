@@ -1,15 +1,25 @@
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = netprobe::cli::Cli::parse();
+    let cli = match netprobe::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            eprintln!("netprobe: {}", netprobe::cli::one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
     match netprobe::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the cause chain joined by ": ".
-            let line = format!("{e:#}").replace('\n', " ");
-            eprintln!("netprobe: {line}");
+            eprintln!("netprobe: {}", netprobe::cli::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -116,12 +116,27 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<libbpf_sys::bpf_prog_info> {
     Ok(info)
 }
 
-/// The XDP link attached to `ifindex`, if any.
-fn xdp_link_id(ifindex: u32) -> Option<u32> {
-    LinkInfoIter::default().find_map(|link| match link.info {
-        LinkTypeInfo::Xdp(xdp) if xdp.ifindex == ifindex => Some(link.id),
-        _ => None,
-    })
+/// The bpf_link holding program `prog_id` on `ifindex`, if a link holds it.
+/// Link info names only the ifindex, which repeats across network
+/// namespaces, so the program id must match too; a program shared by links
+/// in several namespaces is ambiguous and reported as an error.
+fn xdp_link_id(ifindex: u32, prog_id: u32) -> Result<Option<u32>> {
+    let links: Vec<u32> = LinkInfoIter::default()
+        .filter_map(|link| match link.info {
+            LinkTypeInfo::Xdp(xdp) if xdp.ifindex == ifindex && link.prog_id == prog_id => {
+                Some(link.id)
+            }
+            _ => None,
+        })
+        .collect();
+    match links[..] {
+        [] => Ok(None),
+        [id] => Ok(Some(id)),
+        _ => bail!(
+            "program {prog_id} is attached through several bpf_links ({links:?}) and netprobe \
+             cannot tell which is this interface's; detach it with bpftool"
+        ),
+    }
 }
 
 /// The XDP program on `ifindex` in any mode, if there is one.
@@ -146,7 +161,7 @@ pub fn attached_program(ifindex: u32) -> Result<Option<AttachedProgram>> {
         id,
         name,
         mode,
-        link_id: xdp_link_id(ifindex),
+        link_id: xdp_link_id(ifindex, id)?,
     }))
 }
 

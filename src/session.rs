@@ -4,7 +4,7 @@
 use std::io::{self, IsTerminal};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
 use crate::cli::OutputArgs;
 use crate::output::{self, Snapshot};
@@ -17,6 +17,8 @@ pub trait Probe {
     fn snapshot(&mut self, is_final: bool) -> Result<Snapshot>;
     /// Removes the probe from its hook; counters stay readable.
     fn detach(&mut self);
+    /// Why the probe no longer sees anything, if someone else removed it.
+    fn lost(&self) -> Option<String>;
 }
 
 /// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP or `--duration`, printing as
@@ -26,6 +28,7 @@ pub fn run(probe: &mut dyn Probe, runloop: &mut RunLoop, args: &OutputArgs) -> R
     let terminal = stdout.is_terminal();
     let mut printer = output::printer(args.json, Box::new(stdout), terminal);
     runloop.start(args.duration);
+    let mut lost = None;
     let outcome = loop {
         match runloop.wait()? {
             Wake::Tick => {
@@ -33,19 +36,26 @@ pub fn run(probe: &mut dyn Probe, runloop: &mut RunLoop, args: &OutputArgs) -> R
                 if let Err(e) = printer.print(&snapshot) {
                     break Err(e);
                 }
+                lost = probe.lost();
+                if lost.is_some() {
+                    break Ok(());
+                }
             }
             Wake::Readable => {}
             Wake::Hangup | Wake::Stop => break Ok(()),
         }
     };
     probe.detach();
-    match outcome.and_then(|()| {
+    let printed = outcome.and_then(|()| {
         let snapshot = probe.snapshot(true).map_err(io::Error::other)?;
         printer.print(&snapshot)
-    }) {
+    });
+    match (printed, lost) {
         // A reader that went away (`| head`) is a normal way to stop.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), Some(why)) => Err(anyhow!(why)),
+        (Ok(()), None) => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 
@@ -94,6 +95,19 @@ impl Probe for XdpProbe<'_> {
     fn detach(&mut self) {
         // Closing the link fd detaches the program.
         self.link = None;
+    }
+
+    fn lost(&self) -> Option<String> {
+        let link = self.link.as_ref()?;
+        // A link detached from outside (`--replace` elsewhere, bpftool) stays
+        // open here but no longer names an interface.
+        match LinkInfo::from_fd(link.as_fd()).ok()?.info {
+            LinkTypeInfo::Xdp(xdp) if xdp.ifindex == 0 => Some(format!(
+                "the XDP program was detached from {} by another process",
+                self.iface
+            )),
+            _ => None,
+        }
     }
 }
 
