@@ -32,8 +32,8 @@ impl Counter {
     }
 }
 
-/// `enum np_proto`, in index order.
-pub const PROTO_NAMES: [&str; 9] = [
+/// Protocol names in the order they are shown and serialized.
+pub const PROTOCOLS: [&str; 9] = [
     "ipv4",
     "ipv6",
     "arp",
@@ -45,31 +45,78 @@ pub const PROTO_NAMES: [&str; 9] = [
     "malformed",
 ];
 
+/// `enum np_l3` index -> index into [`PROTOCOLS`].
+const L3_PROTOCOL: [usize; 5] = [0, 1, 2, 7, 8];
+/// `enum np_l4` index -> index into [`PROTOCOLS`]; NP_L4_NONE has none.
+const L4_PROTOCOL: [Option<usize>; 5] = [Some(3), Some(4), Some(5), Some(6), None];
+
 /// `enum np_verdict`: indexed by the XDP action value.
 pub const VERDICT_NAMES: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
 
 /// The order verdicts are shown in, as indexes into [`VERDICT_NAMES`].
 pub const VERDICT_DISPLAY_ORDER: [usize; 5] = [2, 1, 3, 4, 0];
 
-/// `struct np_xdp_stats`.
+/// `struct np_xdp_stats`: one counter per (l3, l4, verdict) cell.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpStats {
-    pub proto: [Counter; PROTO_NAMES.len()],
-    pub verdict: [Counter; VERDICT_NAMES.len()],
+    pub cell: [[[Counter; VERDICT_NAMES.len()]; L4_PROTOCOL.len()]; L3_PROTOCOL.len()],
 }
 
-// SAFETY: arrays of `Counter`, no padding.
+// SAFETY: nested arrays of `Counter`, no padding.
 unsafe impl plain::Plain for XdpStats {}
 
 impl AddAssign for XdpStats {
     fn add_assign(&mut self, other: Self) {
-        for (a, b) in self.proto.iter_mut().zip(other.proto) {
-            *a += b;
+        let ours = self.cell.as_flattened_mut().as_flattened_mut();
+        for (a, b) in ours
+            .iter_mut()
+            .zip(other.cell.as_flattened().as_flattened())
+        {
+            *a += *b;
         }
-        for (a, b) in self.verdict.iter_mut().zip(other.verdict) {
-            *a += b;
+    }
+}
+
+impl XdpStats {
+    /// Totals per protocol, in [`PROTOCOLS`] order.
+    pub fn protocols(&self) -> [Counter; PROTOCOLS.len()] {
+        let mut out = [Counter::default(); PROTOCOLS.len()];
+        for (l3, by_l4) in self.cell.iter().enumerate() {
+            for (l4, by_verdict) in by_l4.iter().enumerate() {
+                for &c in by_verdict {
+                    out[L3_PROTOCOL[l3]] += c;
+                    if let Some(p) = L4_PROTOCOL[l4] {
+                        out[p] += c;
+                    }
+                }
+            }
         }
+        out
+    }
+
+    /// Totals per verdict, indexed by XDP action.
+    pub fn verdicts(&self) -> [Counter; VERDICT_NAMES.len()] {
+        let mut out = [Counter::default(); VERDICT_NAMES.len()];
+        for by_verdict in self.cell.as_flattened() {
+            for (v, &c) in by_verdict.iter().enumerate() {
+                out[v] += c;
+            }
+        }
+        out
+    }
+
+    /// The counts added since `earlier`.
+    pub fn since(&self, earlier: &XdpStats) -> XdpStats {
+        let mut out = *self;
+        let cells = out.cell.as_flattened_mut().as_flattened_mut();
+        for (a, b) in cells
+            .iter_mut()
+            .zip(earlier.cell.as_flattened().as_flattened())
+        {
+            *a = a.since(*b);
+        }
+        out
     }
 }
 
@@ -94,6 +141,14 @@ where
     Ok(total)
 }
 
+// The mirrors must match what clang laid out; the skeleton's BTF-derived
+// types are the reference.
+const _: () = {
+    use crate::skel::xdp::types;
+    assert!(std::mem::size_of::<Counter>() == std::mem::size_of::<types::np_counter>());
+    assert!(std::mem::size_of::<XdpStats>() == std::mem::size_of::<types::np_xdp_stats>());
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,49 +158,134 @@ mod tests {
         unsafe { plain::as_bytes(v) }.to_vec()
     }
 
+    const IPV4: usize = 0;
+    const MALFORMED: usize = 4;
+    const TCP: usize = 0;
+    const UDP: usize = 1;
+    const NONE: usize = 4;
+    const PASS: usize = 2;
+    const DROP: usize = 1;
+
     #[test]
-    fn sums_every_cpu_and_field() {
+    fn sums_every_cpu_and_cell() {
         let mut a = XdpStats::default();
-        a.proto[0] = Counter {
-            packets: 1,
-            bytes: 60,
-        };
-        a.verdict[2] = Counter {
+        a.cell[IPV4][UDP][PASS] = Counter {
             packets: 1,
             bytes: 60,
         };
         let mut b = XdpStats::default();
-        b.proto[0] = Counter {
+        b.cell[IPV4][UDP][PASS] = Counter {
             packets: 2,
             bytes: 200,
         };
-        b.proto[8] = Counter {
+        b.cell[MALFORMED][NONE][DROP] = Counter {
             packets: 5,
             bytes: 70,
         };
         let total: XdpStats = sum_percpu(&[bytes_of(&a), bytes_of(&b), bytes_of(&a)]).unwrap();
         assert_eq!(
-            total.proto[0],
+            total.cell[IPV4][UDP][PASS],
             Counter {
                 packets: 4,
                 bytes: 320
             }
         );
         assert_eq!(
-            total.proto[8],
+            total.cell[MALFORMED][NONE][DROP],
             Counter {
                 packets: 5,
                 bytes: 70
             }
         );
+        assert_eq!(total.cell[IPV4][TCP][PASS], Counter::default());
+    }
+
+    #[test]
+    fn folds_cells_into_protocols_and_verdicts() {
+        let mut s = XdpStats::default();
+        s.cell[IPV4][UDP][PASS] = Counter {
+            packets: 3,
+            bytes: 300,
+        };
+        s.cell[IPV4][TCP][DROP] = Counter {
+            packets: 2,
+            bytes: 120,
+        };
+        s.cell[IPV4][NONE][PASS] = Counter {
+            packets: 1,
+            bytes: 50,
+        };
+        s.cell[MALFORMED][NONE][PASS] = Counter {
+            packets: 4,
+            bytes: 40,
+        };
+        let p = s.protocols();
+        let by_name = |n: &str| p[PROTOCOLS.iter().position(|x| *x == n).unwrap()];
         assert_eq!(
-            total.verdict[2],
+            by_name("ipv4"),
+            Counter {
+                packets: 6,
+                bytes: 470
+            }
+        );
+        assert_eq!(
+            by_name("udp"),
+            Counter {
+                packets: 3,
+                bytes: 300
+            }
+        );
+        assert_eq!(
+            by_name("tcp"),
             Counter {
                 packets: 2,
                 bytes: 120
             }
         );
-        assert_eq!(total.proto[1], Counter::default());
+        assert_eq!(
+            by_name("malformed"),
+            Counter {
+                packets: 4,
+                bytes: 40
+            }
+        );
+        assert_eq!(by_name("ipv6"), Counter::default());
+        let v = s.verdicts();
+        assert_eq!(
+            v[PASS],
+            Counter {
+                packets: 8,
+                bytes: 390
+            }
+        );
+        assert_eq!(
+            v[DROP],
+            Counter {
+                packets: 2,
+                bytes: 120
+            }
+        );
+    }
+
+    #[test]
+    fn since_subtracts_per_cell() {
+        let mut a = XdpStats::default();
+        a.cell[IPV4][UDP][PASS] = Counter {
+            packets: 1,
+            bytes: 10,
+        };
+        let mut b = a;
+        b.cell[IPV4][UDP][PASS] = Counter {
+            packets: 4,
+            bytes: 40,
+        };
+        assert_eq!(
+            b.since(&a).cell[IPV4][UDP][PASS],
+            Counter {
+                packets: 3,
+                bytes: 30
+            }
+        );
     }
 
     #[test]
@@ -187,15 +327,7 @@ mod tests {
 
     #[test]
     fn layout_matches_netprobe_h() {
-        // struct np_xdp_stats: 9 protocol + 5 verdict counters of 16 bytes.
-        assert_eq!(std::mem::size_of::<XdpStats>(), (9 + 5) * 16);
+        // struct np_xdp_stats: 5 x 5 x 5 counters of 16 bytes.
+        assert_eq!(std::mem::size_of::<XdpStats>(), 125 * 16);
     }
 }
-
-// The mirrors must match what clang laid out; the skeleton's BTF-derived
-// types are the reference.
-const _: () = {
-    use crate::skel::xdp::types;
-    assert!(std::mem::size_of::<Counter>() == std::mem::size_of::<types::np_counter>());
-    assert!(std::mem::size_of::<XdpStats>() == std::mem::size_of::<types::np_xdp_stats>());
-};

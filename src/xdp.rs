@@ -10,7 +10,7 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject};
 
 use crate::bpf_stats::{RunTimeStats, RunTotals};
 use crate::cli::XdpArgs;
-use crate::counters::{sum_percpu, XdpStats, PROTO_NAMES, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
+use crate::counters::{sum_percpu, XdpStats, PROTOCOLS, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
 use crate::netdev::{self, XdpMode};
 use crate::output::{Named, Rate, Snapshot, Source};
 use crate::privilege;
@@ -63,19 +63,16 @@ impl Probe for XdpProbe<'_> {
         };
         let interval = now - since;
         self.last = (now, stats, run);
-        let protocols = PROTO_NAMES
+        let (now_p, before_p) = (stats.protocols(), before.protocols());
+        let protocols = PROTOCOLS
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                (
-                    *name,
-                    Rate::new(stats.proto[i], before.proto[i], secs(interval)),
-                )
-            })
+            .map(|(i, name)| (*name, Rate::new(now_p[i], before_p[i], secs(interval))))
             .collect();
+        let verdict_totals = stats.verdicts();
         let verdicts = VERDICT_DISPLAY_ORDER
             .iter()
-            .map(|&i| (VERDICT_NAMES[i], stats.verdict[i]))
+            .map(|&i| (VERDICT_NAMES[i], verdict_totals[i]))
             .collect();
         Ok(Snapshot {
             source: Source::Xdp {

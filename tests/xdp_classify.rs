@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use common::frames::*;
 use libbpf_rs::ProgramInput;
-use netprobe::counters::{Counter, XdpStats, PROTO_NAMES};
+use netprobe::counters::{Counter, XdpStats, PROTOCOLS};
 
 /// Runs `frame` through the loaded program once and returns what it counted.
 fn classify(skel: &netprobe::skel::xdp::XdpSkel<'_>, frame: &[u8]) -> (u32, XdpStats) {
@@ -20,14 +20,7 @@ fn classify(skel: &netprobe::skel::xdp::XdpSkel<'_>, frame: &[u8]) -> (u32, XdpS
         })
         .expect("BPF_PROG_TEST_RUN");
     let after = netprobe::xdp::read_stats(skel).unwrap();
-    let mut delta = XdpStats::default();
-    for i in 0..delta.proto.len() {
-        delta.proto[i] = after.proto[i].since(before.proto[i]);
-    }
-    for i in 0..delta.verdict.len() {
-        delta.verdict[i] = after.verdict[i].since(before.verdict[i]);
-    }
-    (out.return_value, delta)
+    (out.return_value, after.since(&before))
 }
 
 /// Asserts that `frame` counted once, with its full length, in exactly `classes`.
@@ -38,20 +31,21 @@ fn expect(skel: &netprobe::skel::xdp::XdpSkel<'_>, what: &str, frame: &[u8], cla
         packets: 1,
         bytes: frame.len() as u64,
     };
-    for (i, name) in PROTO_NAMES.iter().enumerate() {
+    let protocols = delta.protocols();
+    for (i, name) in PROTOCOLS.iter().enumerate() {
         let want = if classes.contains(name) {
             one
         } else {
             Counter::default()
         };
         assert_eq!(
-            delta.proto[i],
+            protocols[i],
             want,
             "{what}: class {name} (frame {} bytes)",
             frame.len()
         );
     }
-    assert_eq!(delta.verdict[2], one, "{what}: verdict pass");
+    assert_eq!(delta.verdicts()[2], one, "{what}: verdict pass");
 }
 
 fn ip4_udp(payload: &[u8]) -> Vec<u8> {
@@ -404,12 +398,13 @@ fn counts_repeated_runs_exactly() {
         packets: 1000,
         bytes: 1000 * frame.len() as u64,
     };
-    assert_eq!(stats.proto[0], want, "ipv4");
-    assert_eq!(stats.proto[3], want, "tcp");
-    assert_eq!(stats.verdict[2], want, "pass");
+    let protocols = stats.protocols();
+    assert_eq!(protocols[0], want, "ipv4");
+    assert_eq!(protocols[3], want, "tcp");
+    assert_eq!(stats.verdicts()[2], want, "pass");
     let others: u64 = [1, 2, 4, 5, 6, 7, 8]
         .iter()
-        .map(|&i| stats.proto[i].packets)
+        .map(|&i| protocols[i].packets)
         .sum();
     assert_eq!(others, 0);
 }

@@ -4,23 +4,25 @@
 #ifndef NETPROBE_H
 #define NETPROBE_H
 
-/* Protocol classes. Every frame counts in exactly one of IPV4, IPV6, ARP,
- * OTHER or MALFORMED; an IP frame whose transport header was parsed also
- * counts in one of TCP, UDP, ICMP or ICMPV6. */
-enum np_proto {
-	NP_PROTO_IPV4 = 0,
-	NP_PROTO_IPV6,
-	NP_PROTO_ARP,
-	NP_PROTO_TCP,
-	NP_PROTO_UDP,
-	NP_PROTO_ICMP,
-	NP_PROTO_ICMPV6,
-	NP_PROTO_OTHER,
-	NP_PROTO_MALFORMED,
-	NP_PROTO_MAX,
-	/* "no transport class": the frame is not IP, is a later fragment, or
-	 * carries a transport netprobe does not classify. */
-	NP_PROTO_NONE = NP_PROTO_MAX,
+/* Link-and-network class: every frame is exactly one of these. */
+enum np_l3 {
+	NP_L3_IPV4 = 0,
+	NP_L3_IPV6,
+	NP_L3_ARP,
+	NP_L3_OTHER,
+	NP_L3_MALFORMED, /* a truncated or inconsistent header anywhere */
+	NP_L3_MAX,
+};
+
+/* Transport class of an IP frame; NONE when not IP, a later fragment, or a
+ * transport netprobe does not classify. */
+enum np_l4 {
+	NP_L4_TCP = 0,
+	NP_L4_UDP,
+	NP_L4_ICMP,
+	NP_L4_ICMPV6,
+	NP_L4_NONE,
+	NP_L4_MAX,
 };
 
 /* XDP verdicts, indexed by the XDP action value itself. */
@@ -38,11 +40,12 @@ struct np_counter {
 	__u64 bytes;
 };
 
-/* The one value of the per-CPU `xdp_stats` array. One lookup per packet
- * reaches every counter the packet touches. */
+/* The one value of the per-CPU `xdp_stats` array: a counter per (l3, l4,
+ * verdict) cell. A packet touches one cell, so counting costs one
+ * read-modify-write; user space folds the cells into per-protocol and
+ * per-verdict totals. */
 struct np_xdp_stats {
-	struct np_counter proto[NP_PROTO_MAX];
-	struct np_counter verdict[NP_VERDICT_MAX];
+	struct np_counter cell[NP_L3_MAX][NP_L4_MAX][NP_VERDICT_MAX];
 };
 
 #endif /* NETPROBE_H */

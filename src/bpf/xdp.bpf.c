@@ -13,17 +13,16 @@ struct np_ctx {
  * verifier. Headers beyond it do not exist in practice. */
 #define NP_MAX_HDR_OFF 1024
 
-static __always_inline int np_load(struct np_ctx *c, __u32 off, void *dst, __u32 len)
+static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void *buf)
 {
 	void *p;
 
 	if (off > NP_MAX_HDR_OFF)
-		return -1;
+		return NULL;
 	p = c->data + off;
 	if (p + len > c->data_end)
-		return -1;
-	__builtin_memcpy(dst, p, len);
-	return 0;
+		return NULL;
+	return p;
 }
 
 #include "parse.h"
@@ -35,12 +34,6 @@ struct {
 	__type(value, struct np_xdp_stats);
 } xdp_stats SEC(".maps");
 
-static __always_inline void np_count(struct np_counter *c, __u64 bytes)
-{
-	c->packets++;
-	c->bytes += bytes;
-}
-
 SEC("xdp")
 int xdp_netprobe(struct xdp_md *ctx)
 {
@@ -50,6 +43,7 @@ int xdp_netprobe(struct xdp_md *ctx)
 	};
 	__u32 len = c.data_end - c.data;
 	struct np_xdp_stats *st;
+	struct np_counter *cell;
 	struct np_packet pkt;
 	__u32 verdict = XDP_PASS;
 	__u32 zero = 0;
@@ -57,13 +51,11 @@ int xdp_netprobe(struct xdp_md *ctx)
 	np_parse(&c, &pkt, len);
 
 	st = bpf_map_lookup_elem(&xdp_stats, &zero);
-	if (!st)
+	if (!st || pkt.l3 >= NP_L3_MAX || pkt.l4 >= NP_L4_MAX || verdict >= NP_VERDICT_MAX)
 		return verdict;
-	if (pkt.l3 < NP_PROTO_MAX)
-		np_count(&st->proto[pkt.l3], len);
-	if (pkt.l4 < NP_PROTO_MAX)
-		np_count(&st->proto[pkt.l4], len);
-	np_count(&st->verdict[verdict], len);
+	cell = &st->cell[pkt.l3][pkt.l4][verdict];
+	cell->packets++;
+	cell->bytes += len;
 	return verdict;
 }
 

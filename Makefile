@@ -1,0 +1,61 @@
+# netprobe: `make demo` shows it working, `make test` proves it. Both start
+# from a bare Debian machine: `setup` installs what is missing (as root).
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+NETPROBE := target/release/netprobe
+
+# Build: clang/llvm compile the BPF C, libelf/zlib/pkg-config build the
+# vendored libbpf. Run and test: iproute2 (namespaces, veth), bpftool
+# (make vmlinux), netsniff-ng (trafgen), xdp-tools/libxdp1 (a peer program to
+# replace, and the benchmark's peer), tcpdump, ping, setpriv (util-linux).
+DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make \
+	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps
+
+.PHONY: all setup build test lint unit demo bench vmlinux clean
+
+all: build
+
+setup:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "setup: cargo not found; install Rust first" >&2; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+build: setup
+	$(CARGO) build --release --locked
+
+lint: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Everything, as root: unit tests, BPF_PROG_TEST_RUN, namespaces and live traffic.
+test: setup lint
+	$(CARGO) test --locked
+
+# Only the tests that need no root.
+unit: setup
+	$(CARGO) test --locked --lib
+
+demo: build
+	scripts/demo.sh $(NETPROBE)
+
+bench: build
+	scripts/bench.sh $(NETPROBE)
+
+# Regenerate vmlinux.h from the running kernel's BTF.
+vmlinux:
+	@command -v bpftool >/dev/null || $(MAKE) setup
+	arch=$$(uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/'); \
+	mkdir -p vmlinux/$$arch && \
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$$arch/vmlinux.h.tmp && \
+	mv vmlinux/$$arch/vmlinux.h.tmp vmlinux/$$arch/vmlinux.h
+
+clean:
+	$(CARGO) clean
