@@ -46,8 +46,8 @@ unit: setup
 demo: build
 	scripts/demo.sh $(NETPROBE)
 
-bench: build
-	scripts/bench.sh $(NETPROBE)
+bench: setup
+	scripts/bench.sh
 
 # Regenerate vmlinux.h from the running kernel's BTF.
 vmlinux:

@@ -23,6 +23,10 @@ impl AddAssign for Counter {
 }
 
 impl Counter {
+    pub const fn new(packets: u64, bytes: u64) -> Counter {
+        Counter { packets, bytes }
+    }
+
     /// Counts since `earlier`; saturating so a reset map never shows huge numbers.
     pub fn since(self, earlier: Counter) -> Counter {
         Counter {
@@ -169,123 +173,42 @@ mod tests {
     #[test]
     fn sums_every_cpu_and_cell() {
         let mut a = XdpStats::default();
-        a.cell[IPV4][UDP][PASS] = Counter {
-            packets: 1,
-            bytes: 60,
-        };
+        a.cell[IPV4][UDP][PASS] = Counter::new(1, 60);
         let mut b = XdpStats::default();
-        b.cell[IPV4][UDP][PASS] = Counter {
-            packets: 2,
-            bytes: 200,
-        };
-        b.cell[MALFORMED][NONE][DROP] = Counter {
-            packets: 5,
-            bytes: 70,
-        };
+        b.cell[IPV4][UDP][PASS] = Counter::new(2, 200);
+        b.cell[MALFORMED][NONE][DROP] = Counter::new(5, 70);
         let total: XdpStats = sum_percpu(&[bytes_of(&a), bytes_of(&b), bytes_of(&a)]).unwrap();
-        assert_eq!(
-            total.cell[IPV4][UDP][PASS],
-            Counter {
-                packets: 4,
-                bytes: 320
-            }
-        );
-        assert_eq!(
-            total.cell[MALFORMED][NONE][DROP],
-            Counter {
-                packets: 5,
-                bytes: 70
-            }
-        );
+        assert_eq!(total.cell[IPV4][UDP][PASS], Counter::new(4, 320));
+        assert_eq!(total.cell[MALFORMED][NONE][DROP], Counter::new(5, 70));
         assert_eq!(total.cell[IPV4][TCP][PASS], Counter::default());
     }
 
     #[test]
     fn folds_cells_into_protocols_and_verdicts() {
         let mut s = XdpStats::default();
-        s.cell[IPV4][UDP][PASS] = Counter {
-            packets: 3,
-            bytes: 300,
-        };
-        s.cell[IPV4][TCP][DROP] = Counter {
-            packets: 2,
-            bytes: 120,
-        };
-        s.cell[IPV4][NONE][PASS] = Counter {
-            packets: 1,
-            bytes: 50,
-        };
-        s.cell[MALFORMED][NONE][PASS] = Counter {
-            packets: 4,
-            bytes: 40,
-        };
+        s.cell[IPV4][UDP][PASS] = Counter::new(3, 300);
+        s.cell[IPV4][TCP][DROP] = Counter::new(2, 120);
+        s.cell[IPV4][NONE][PASS] = Counter::new(1, 50);
+        s.cell[MALFORMED][NONE][PASS] = Counter::new(4, 40);
         let p = s.protocols();
         let by_name = |n: &str| p[PROTOCOLS.iter().position(|x| *x == n).unwrap()];
-        assert_eq!(
-            by_name("ipv4"),
-            Counter {
-                packets: 6,
-                bytes: 470
-            }
-        );
-        assert_eq!(
-            by_name("udp"),
-            Counter {
-                packets: 3,
-                bytes: 300
-            }
-        );
-        assert_eq!(
-            by_name("tcp"),
-            Counter {
-                packets: 2,
-                bytes: 120
-            }
-        );
-        assert_eq!(
-            by_name("malformed"),
-            Counter {
-                packets: 4,
-                bytes: 40
-            }
-        );
+        assert_eq!(by_name("ipv4"), Counter::new(6, 470));
+        assert_eq!(by_name("udp"), Counter::new(3, 300));
+        assert_eq!(by_name("tcp"), Counter::new(2, 120));
+        assert_eq!(by_name("malformed"), Counter::new(4, 40));
         assert_eq!(by_name("ipv6"), Counter::default());
         let v = s.verdicts();
-        assert_eq!(
-            v[PASS],
-            Counter {
-                packets: 8,
-                bytes: 390
-            }
-        );
-        assert_eq!(
-            v[DROP],
-            Counter {
-                packets: 2,
-                bytes: 120
-            }
-        );
+        assert_eq!(v[PASS], Counter::new(8, 390));
+        assert_eq!(v[DROP], Counter::new(2, 120));
     }
 
     #[test]
     fn since_subtracts_per_cell() {
         let mut a = XdpStats::default();
-        a.cell[IPV4][UDP][PASS] = Counter {
-            packets: 1,
-            bytes: 10,
-        };
+        a.cell[IPV4][UDP][PASS] = Counter::new(1, 10);
         let mut b = a;
-        b.cell[IPV4][UDP][PASS] = Counter {
-            packets: 4,
-            bytes: 40,
-        };
-        assert_eq!(
-            b.since(&a).cell[IPV4][UDP][PASS],
-            Counter {
-                packets: 3,
-                bytes: 30
-            }
-        );
+        b.cell[IPV4][UDP][PASS] = Counter::new(4, 40);
+        assert_eq!(b.since(&a).cell[IPV4][UDP][PASS], Counter::new(3, 30));
     }
 
     #[test]
@@ -302,27 +225,9 @@ mod tests {
 
     #[test]
     fn since_saturates() {
-        let now = Counter {
-            packets: 5,
-            bytes: 10,
-        };
-        assert_eq!(
-            now.since(Counter {
-                packets: 2,
-                bytes: 4
-            }),
-            Counter {
-                packets: 3,
-                bytes: 6
-            }
-        );
-        assert_eq!(
-            now.since(Counter {
-                packets: 9,
-                bytes: 99
-            }),
-            Counter::default()
-        );
+        let now = Counter::new(5, 10);
+        assert_eq!(now.since(Counter::new(2, 4)), Counter::new(3, 6));
+        assert_eq!(now.since(Counter::new(9, 99)), Counter::default());
     }
 
     #[test]

@@ -29,8 +29,15 @@ impl Source {
 pub struct Rate {
     pub packets: u64,
     pub bytes: u64,
+    #[serde(serialize_with = "milli")]
     pub pps: f64,
+    #[serde(serialize_with = "milli")]
     pub bps: f64,
+}
+
+/// Rates to three decimals: more digits are noise from the clock.
+fn milli<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 1000.0).round() / 1000.0)
 }
 
 impl Rate {
@@ -66,7 +73,7 @@ fn rfc3339<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
 }
 
 fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    milli(&d.as_secs_f64(), s)
 }
 
 /// One poll's worth of counts. On the final snapshot the rates and the cost
@@ -254,7 +261,7 @@ mod tests {
                             bytes: 60,
                         },
                         Counter::default(),
-                        0.0,
+                        3.0,
                     ),
                 ),
             ]),
@@ -275,7 +282,7 @@ mod tests {
         let line = serde_json::to_string(&snapshot(true)).unwrap();
         assert_eq!(
             line,
-            r#"{"hook":"xdp","iface":"veth0","mode":"native","time":"2023-11-14T22:13:20.123Z","interval_s":1.0,"elapsed_s":3.0,"protocols":{"ipv4":{"packets":10,"bytes":600,"pps":3.0,"bps":1440.0},"udp":{"packets":1,"bytes":60,"pps":0.0,"bps":0.0}},"verdicts":{"pass":{"packets":10,"bytes":600}},"final":true}"#
+            r#"{"hook":"xdp","iface":"veth0","mode":"native","time":"2023-11-14T22:13:20.123Z","interval_s":1.0,"elapsed_s":3.0,"protocols":{"ipv4":{"packets":10,"bytes":600,"pps":3.0,"bps":1440.0},"udp":{"packets":1,"bytes":60,"pps":0.333,"bps":160.0}},"verdicts":{"pass":{"packets":10,"bytes":600}},"final":true}"#
         );
     }
 

@@ -18,6 +18,14 @@ struct Kind {
     classes: &'static [&'static str],
 }
 
+fn kind(frame: Vec<u8>, count: u64, classes: &'static [&'static str]) -> Kind {
+    Kind {
+        frame,
+        count,
+        classes,
+    }
+}
+
 fn mixed_traffic() -> Vec<Kind> {
     let vlan_udp4 = eth_tagged(
         MAC_B,
@@ -33,56 +41,16 @@ fn mixed_traffic() -> Vec<Kind> {
     );
     let cut_ipv4 = eth(ETH_IPV4, &ipv4(IP4_A, IP4_B, PROTO_UDP, &[0u8; 30])[..16]);
     vec![
-        Kind {
-            frame: udp4_frame(9, 18),
-            count: 100,
-            classes: &["ipv4", "udp"],
-        },
-        Kind {
-            frame: tcp4_frame(80, 0),
-            count: 70,
-            classes: &["ipv4", "tcp"],
-        },
-        Kind {
-            frame: icmp4_frame(56),
-            count: 50,
-            classes: &["ipv4", "icmp"],
-        },
-        Kind {
-            frame: udp6_frame(9, 100),
-            count: 40,
-            classes: &["ipv6", "udp"],
-        },
-        Kind {
-            frame: tcp6_frame(80, 10),
-            count: 30,
-            classes: &["ipv6", "tcp"],
-        },
-        Kind {
-            frame: icmp6_frame(32),
-            count: 20,
-            classes: &["ipv6", "icmpv6"],
-        },
-        Kind {
-            frame: arp_frame(),
-            count: 10,
-            classes: &["arp"],
-        },
-        Kind {
-            frame: vlan_udp4,
-            count: 25,
-            classes: &["ipv4", "udp"],
-        },
-        Kind {
-            frame: cut_ipv4,
-            count: 15,
-            classes: &["malformed"],
-        },
-        Kind {
-            frame: eth(0x88b5, &[1u8; 50]),
-            count: 5,
-            classes: &["other"],
-        },
+        kind(udp4_frame(9, 18), 100, &["ipv4", "udp"]),
+        kind(tcp4_frame(80, 0), 70, &["ipv4", "tcp"]),
+        kind(icmp4_frame(56), 50, &["ipv4", "icmp"]),
+        kind(udp6_frame(9, 100), 40, &["ipv6", "udp"]),
+        kind(tcp6_frame(80, 10), 30, &["ipv6", "tcp"]),
+        kind(icmp6_frame(32), 20, &["ipv6", "icmpv6"]),
+        kind(arp_frame(), 10, &["arp"]),
+        kind(vlan_udp4, 25, &["ipv4", "udp"]),
+        kind(cut_ipv4, 15, &["malformed"]),
+        kind(eth(0x88b5, &[1u8; 50]), 5, &["other"]),
     ]
 }
 
@@ -125,17 +93,7 @@ fn exact_counts(mode: &str) {
     assert_eq!(last["hook"], "xdp");
     assert_eq!(last["iface"], net.b_if.as_str());
     assert_eq!(last["mode"], mode);
-    for class in [
-        "ipv4",
-        "ipv6",
-        "arp",
-        "tcp",
-        "udp",
-        "icmp",
-        "icmpv6",
-        "other",
-        "malformed",
-    ] {
+    for class in netprobe::counters::PROTOCOLS {
         let want = kinds
             .iter()
             .filter(|k| k.classes.contains(&class))

@@ -230,79 +230,68 @@ pub fn arp_request(sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> V
 
 // Complete frames from A to B, the kinds the tests send most.
 
+pub fn ip4_frame(proto: u8, l4: &[u8]) -> Vec<u8> {
+    eth(ETH_IPV4, &ipv4(IP4_A, IP4_B, proto, l4))
+}
+
+pub fn ip6_frame(proto: u8, l4: &[u8]) -> Vec<u8> {
+    eth(ETH_IPV6, &ipv6(IP6_A, IP6_B, proto, l4))
+}
+
+fn fill(len: usize) -> Vec<u8> {
+    vec![0x5a; len]
+}
+
 pub fn udp4_frame(dport: u16, payload_len: usize) -> Vec<u8> {
-    let payload = vec![0x5a; payload_len];
-    eth(
-        ETH_IPV4,
-        &ipv4(
-            IP4_A,
-            IP4_B,
-            PROTO_UDP,
-            &udp(IP4_A.into(), IP4_B.into(), 40000, dport, &payload),
-        ),
+    ip4_frame(
+        PROTO_UDP,
+        &udp(IP4_A.into(), IP4_B.into(), 40000, dport, &fill(payload_len)),
     )
 }
 
 pub fn tcp4_frame(dport: u16, payload_len: usize) -> Vec<u8> {
-    let payload = vec![0x5a; payload_len];
-    eth(
-        ETH_IPV4,
-        &ipv4(
-            IP4_A,
-            IP4_B,
-            PROTO_TCP,
-            &tcp(IP4_A.into(), IP4_B.into(), 40000, dport, TCP_SYN, &payload),
+    ip4_frame(
+        PROTO_TCP,
+        &tcp(
+            IP4_A.into(),
+            IP4_B.into(),
+            40000,
+            dport,
+            TCP_SYN,
+            &fill(payload_len),
         ),
     )
 }
 
 pub fn icmp4_frame(payload_len: usize) -> Vec<u8> {
-    eth(
-        ETH_IPV4,
-        &ipv4(
-            IP4_A,
-            IP4_B,
-            PROTO_ICMP,
-            &icmp_echo(7, 1, &vec![0x5a; payload_len]),
-        ),
-    )
+    ip4_frame(PROTO_ICMP, &icmp_echo(7, 1, &fill(payload_len)))
 }
 
 pub fn udp6_frame(dport: u16, payload_len: usize) -> Vec<u8> {
-    let payload = vec![0x5a; payload_len];
-    eth(
-        ETH_IPV6,
-        &ipv6(
-            IP6_A,
-            IP6_B,
-            PROTO_UDP,
-            &udp(IP6_A.into(), IP6_B.into(), 40000, dport, &payload),
-        ),
+    ip6_frame(
+        PROTO_UDP,
+        &udp(IP6_A.into(), IP6_B.into(), 40000, dport, &fill(payload_len)),
     )
 }
 
 pub fn tcp6_frame(dport: u16, payload_len: usize) -> Vec<u8> {
-    let payload = vec![0x5a; payload_len];
-    eth(
-        ETH_IPV6,
-        &ipv6(
-            IP6_A,
-            IP6_B,
-            PROTO_TCP,
-            &tcp(IP6_A.into(), IP6_B.into(), 40000, dport, TCP_SYN, &payload),
+    ip6_frame(
+        PROTO_TCP,
+        &tcp(
+            IP6_A.into(),
+            IP6_B.into(),
+            40000,
+            dport,
+            TCP_SYN,
+            &fill(payload_len),
         ),
     )
 }
 
 pub fn icmp6_frame(payload_len: usize) -> Vec<u8> {
-    eth(
-        ETH_IPV6,
-        &ipv6(
-            IP6_A,
-            IP6_B,
-            PROTO_ICMPV6,
-            &icmpv6_echo(IP6_A, IP6_B, 7, 1, &vec![0x5a; payload_len]),
-        ),
+    ip6_frame(
+        PROTO_ICMPV6,
+        &icmpv6_echo(IP6_A, IP6_B, 7, 1, &fill(payload_len)),
     )
 }
 
