@@ -48,7 +48,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn test_run_section() {
     let mut np_storage = MaybeUninit::uninit();
-    let np = netprobe::xdp::load(&mut np_storage).expect("load netprobe");
+    let np = netprobe::xdp::load(&mut np_storage, &Default::default()).expect("load netprobe");
     let mut pass_storage = MaybeUninit::uninit();
     let pass = XdpPassSkelBuilder::default()
         .open(&mut pass_storage)

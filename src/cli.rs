@@ -1,4 +1,5 @@
 //! The command line: one definition per flag drives parsing and `--help`.
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -37,10 +38,23 @@ Protocols: every frame counts in exactly one of ipv4, ipv6, arp, other and malfo
 frame whose transport header netprobe parsed also counts in one of tcp, udp, icmp and icmpv6. \
 malformed means a truncated or inconsistent header. Bytes are frame lengths as XDP sees them.
 
+Rules (--drop, --rules-file, --match), tcpdump-flavoured:
+  rule      := primitive [and primitive]...
+  primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
+             | [src|dst] host ADDR   | [src|dst] net CIDR
+             | [src|dst] port N      | [src|dst] portrange N-M
+  Without src/dst, host/net/port/portrange match either direction. ADDR and CIDR are IPv4 or
+  IPv6; host and net also match the sender and target of ARP; ports match TCP and UDP.
+  Several rules mean OR; a packet counts for the first rule it matches (drop rules before
+  --match rules). There is no 'or' or 'not': give alternatives as separate rules.
+
 Examples:
   netprobe xdp eth1
   netprobe xdp veth0 --mode skb --json --interval 500ms
-  netprobe xdp eth1 --replace --duration 1m --cost";
+  netprobe xdp eth1 --drop 'udp and dst port 9' --drop 'src net 203.0.113.0/24' --for 10m
+  netprobe xdp eth1 --rules-file blocklist.txt --dry-run     (kill -HUP re-reads the file)
+  netprobe xdp eth1 --redirect eth2 --match 'tcp and dst port 80'
+  netprobe xdp eth1 --reply icmp --top 10";
 
 /// Flags every hook shares: how often and how long, and in which format.
 #[derive(Debug, Args)]
@@ -78,9 +92,63 @@ pub struct XdpArgs {
     #[arg(long)]
     pub cost: bool,
 
+    /// Drop packets matching RULE (repeatable); see Rules below
+    #[arg(long = "drop", value_name = "RULE")]
+    pub drop: Vec<String>,
+
+    /// Drop packets matching any rule in FILE (one per line, # comments);
+    /// re-read on SIGHUP and swapped in atomically
+    #[arg(long, value_name = "FILE")]
+    pub rules_file: Option<PathBuf>,
+
+    /// Drop nothing: count packets the drop rules match as verdict would_drop
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Detach by itself after D, even if nobody is watching (a guard against
+    /// locking yourself out with a drop rule)
+    #[arg(long = "for", value_name = "D", value_parser = parse_positive_duration)]
+    pub for_duration: Option<Duration>,
+
+    /// Send matching packets (all of them without --match) out of IFACE2 (XDP_REDIRECT)
+    #[arg(long, value_name = "IFACE2")]
+    pub redirect: Option<String>,
+
+    /// With --redirect: redirect only packets matching RULE (repeatable)
+    #[arg(long = "match", value_name = "RULE", requires = "redirect")]
+    pub match_rules: Vec<String>,
+
+    /// Answer ICMP and ICMPv6 echo requests to IFACE's own addresses from XDP (XDP_TX)
+    #[arg(long, value_enum, value_name = "PROTO")]
+    pub reply: Option<ReplyProto>,
+
+    /// Show the N busiest source addresses (packets, bytes)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub top: Option<u32>,
+
     #[command(flatten)]
     pub output: OutputArgs,
 }
+
+/// What `--reply` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplyProto {
+    /// ICMP and ICMPv6 echo requests
+    Icmp,
+}
+
+/// A mistake in what the user asked for (exit status 2), as opposed to a
+/// failure of the system (exit status 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Folds a multi-line message (clap's usage errors, libbpf's) into one line.
 pub fn one_line(message: &str) -> String {

@@ -54,11 +54,12 @@ const L3_PROTOCOL: [usize; 5] = [0, 1, 2, 7, 8];
 /// `enum np_l4` index -> index into [`PROTOCOLS`]; NP_L4_NONE has none.
 const L4_PROTOCOL: [Option<usize>; 5] = [Some(3), Some(4), Some(5), Some(6), None];
 
-/// `enum np_verdict`: indexed by the XDP action value.
-pub const VERDICT_NAMES: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
+/// `enum np_verdict`: indexed by the XDP action value, then `would_drop`
+/// (passed under `--dry-run` although a drop rule matched).
+pub const VERDICT_NAMES: [&str; 6] = ["aborted", "drop", "pass", "tx", "redirect", "would_drop"];
 
 /// The order verdicts are shown in, as indexes into [`VERDICT_NAMES`].
-pub const VERDICT_DISPLAY_ORDER: [usize; 5] = [2, 1, 3, 4, 0];
+pub const VERDICT_DISPLAY_ORDER: [usize; 6] = [2, 1, 3, 4, 0, 5];
 
 /// `struct np_xdp_stats`: one counter per (l3, l4, verdict) cell.
 #[repr(C)]
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn layout_matches_netprobe_h() {
-        // struct np_xdp_stats: 5 x 5 x 5 counters of 16 bytes.
-        assert_eq!(std::mem::size_of::<XdpStats>(), 125 * 16);
+        // struct np_xdp_stats: 5 x 5 x 6 counters of 16 bytes.
+        assert_eq!(std::mem::size_of::<XdpStats>(), 150 * 16);
     }
 }

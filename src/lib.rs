@@ -9,6 +9,7 @@ pub mod counters;
 pub mod netdev;
 pub mod output;
 pub mod privilege;
+pub mod rulemaps;
 pub mod rules;
 pub mod runloop;
 pub mod session;

@@ -20,7 +20,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the cause chain joined by ": ".
             eprintln!("netprobe: {}", netprobe::cli::one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+            if e.downcast_ref::<netprobe::cli::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

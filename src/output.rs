@@ -90,12 +90,36 @@ pub struct Snapshot {
     pub elapsed: Duration,
     pub protocols: Named<Rate>,
     pub verdicts: Named<Counter>,
+    /// Hits per rule, in rule order (hooks with rules only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleHits>>,
+    /// The busiest source addresses, busiest first (with `--top`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_sources: Option<Vec<SourceHits>>,
     /// `None` without `--cost`; `Some(None)` (JSON null) before the program first ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_ns_per_packet: Option<Option<f64>>,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleHits {
+    pub rule: String,
+    pub action: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceHits {
+    pub addr: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Rules shown in the table at most; JSON has them all.
+const TABLE_RULES: usize = 20;
 
 impl Serialize for Counter {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -206,6 +230,35 @@ impl TablePrinter {
         for (name, c) in &snapshot.verdicts.0 {
             s += &format!("{name:<10} {:>14} {:>16}\n", c.packets, c.bytes);
         }
+        if let Some(rules) = &snapshot.rules {
+            s += &format!(
+                "{:<10} {:>14} {:>16}  {}\n",
+                "ACTION", "PACKETS", "BYTES", "RULE"
+            );
+            for r in rules.iter().take(TABLE_RULES) {
+                let text = if r.rule.is_empty() {
+                    "(every packet)"
+                } else {
+                    &r.rule
+                };
+                s += &format!(
+                    "{:<10} {:>14} {:>16}  {text}\n",
+                    r.action, r.packets, r.bytes
+                );
+            }
+            if rules.len() > TABLE_RULES {
+                s += &format!(
+                    "... and {} more rules (all of them in --json)\n",
+                    rules.len() - TABLE_RULES
+                );
+            }
+        }
+        if let Some(top) = &snapshot.top_sources {
+            s += &format!("{:<40} {:>14} {:>16}\n", "SOURCE", "PACKETS", "BYTES");
+            for t in top {
+                s += &format!("{:<40} {:>14} {:>16}\n", t.addr, t.packets, t.bytes);
+            }
+        }
         s
     }
 }
@@ -265,6 +318,8 @@ mod tests {
                     ),
                 ),
             ]),
+            rules: None,
+            top_sources: None,
             verdicts: Named(vec![(
                 "pass",
                 Counter {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use crate::cli::OutputArgs;
 use crate::output::{self, Snapshot};
 use crate::runloop::{RunLoop, Wake};
 
@@ -19,15 +18,25 @@ pub trait Probe {
     fn detach(&mut self);
     /// Why the probe no longer sees anything, if someone else removed it.
     fn lost(&self) -> Option<String>;
+    /// SIGHUP: reload what can be reloaded and return true, or return false
+    /// to end the run as for SIGTERM.
+    fn hangup(&mut self) -> bool {
+        false
+    }
 }
 
-/// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP or `--duration`, printing as
-/// `--json` and `--interval` say.
-pub fn run(probe: &mut dyn Probe, runloop: &mut RunLoop, args: &OutputArgs) -> Result<()> {
+/// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP (unless the probe reloads on
+/// it) or `stop_after`, printing JSON lines or the table at each tick.
+pub fn run(
+    probe: &mut dyn Probe,
+    runloop: &mut RunLoop,
+    json: bool,
+    stop_after: Option<Duration>,
+) -> Result<()> {
     let stdout = io::stdout();
     let terminal = stdout.is_terminal();
-    let mut printer = output::printer(args.json, Box::new(stdout), terminal);
-    runloop.start(args.duration);
+    let mut printer = output::printer(json, Box::new(stdout), terminal);
+    runloop.start(stop_after);
     let mut lost = None;
     let outcome = loop {
         match runloop.wait()? {
@@ -42,6 +51,7 @@ pub fn run(probe: &mut dyn Probe, runloop: &mut RunLoop, args: &OutputArgs) -> R
                 }
             }
             Wake::Readable => {}
+            Wake::Hangup if probe.hangup() => {}
             Wake::Hangup | Wake::Stop => break Ok(()),
         }
     };

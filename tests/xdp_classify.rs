@@ -64,7 +64,8 @@ fn ip6_tcp() -> Vec<u8> {
 fn classifies_every_protocol_and_rejects_every_broken_header() {
     common::require_root();
     let mut storage = MaybeUninit::uninit();
-    let skel = netprobe::xdp::load(&mut storage).expect("loading the XDP program");
+    let skel =
+        netprobe::xdp::load(&mut storage, &Default::default()).expect("loading the XDP program");
     let s = &skel;
 
     // Well-formed frames of every class.
@@ -381,7 +382,7 @@ fn classifies_every_protocol_and_rejects_every_broken_header() {
 fn counts_repeated_runs_exactly() {
     common::require_root();
     let mut storage = MaybeUninit::uninit();
-    let skel = netprobe::xdp::load(&mut storage).unwrap();
+    let skel = netprobe::xdp::load(&mut storage, &Default::default()).unwrap();
     let frame = tcp4_frame(443, 100);
     let out = skel
         .progs

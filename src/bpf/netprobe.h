@@ -25,13 +25,15 @@ enum np_l4 {
 	NP_L4_MAX,
 };
 
-/* XDP verdicts, indexed by the XDP action value itself. */
+/* XDP verdicts, indexed by the XDP action value itself, plus WOULD_DROP:
+ * passed under --dry-run although a drop rule matched. */
 enum np_verdict {
 	NP_VERDICT_ABORTED = 0,
 	NP_VERDICT_DROP = 1,
 	NP_VERDICT_PASS = 2,
 	NP_VERDICT_TX = 3,
 	NP_VERDICT_REDIRECT = 4,
+	NP_VERDICT_WOULD_DROP = 5,
 	NP_VERDICT_MAX,
 };
 
@@ -46,6 +48,76 @@ struct np_counter {
  * per-verdict totals. */
 struct np_xdp_stats {
 	struct np_counter cell[NP_L3_MAX][NP_L4_MAX][NP_VERDICT_MAX];
+};
+
+/* Rules (src/rules.rs compiles them, src/rulemaps.rs writes them). Every
+ * key carries a generation byte; the program reads the active generation
+ * once per packet, so a reload that fills the other generation and then
+ * flips `rules_active` is seen whole or not at all. */
+#define NP_MAX_SHAPES 64
+
+enum np_shape_bits {
+	NP_SHAPE_L3 = 1,
+	NP_SHAPE_L4 = 2,
+	NP_SHAPE_SRC = 4,
+	NP_SHAPE_DST = 8,
+	NP_SHAPE_SPORT = 16,
+	NP_SHAPE_DPORT = 32,
+};
+
+enum np_action {
+	NP_ACTION_NONE = 0,
+	NP_ACTION_DROP = 1,
+	NP_ACTION_REDIRECT = 2,
+	NP_ACTION_CAPTURE = 3,
+};
+
+/* LPM trie key for addresses: prefixlen counts the gen and family bytes. */
+struct np_addr_key {
+	__u32 prefixlen;
+	__u8 gen;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16];
+	__u8 pad[2];
+};
+
+/* LPM trie key for ports: prefixlen counts the gen byte; port is big-endian. */
+struct np_port_key {
+	__u32 prefixlen;
+	__u8 gen;
+	__u8 port[2];
+	__u8 pad;
+};
+
+/* Hash key: a shape and the trie classes (0: no rule prefix covers it) of
+ * the fields that shape constrains; the other fields are zero. */
+struct np_shape_key {
+	__u8 gen;
+	__u8 shape;
+	__u8 l3;
+	__u8 l4;
+	__u32 src;
+	__u32 dst;
+	__u32 sport;
+	__u32 dport;
+};
+
+struct np_rule_ref {
+	__u32 rule;   /* index in the rule list; lower wins */
+	__u32 action; /* enum np_action */
+};
+
+struct np_rules_config {
+	__u32 n_shapes;
+	__u32 fields; /* the OR of all shapes: which lookups are needed at all */
+	__u8 shape[NP_MAX_SHAPES];
+};
+
+/* An address of either family, for per-source counters and own addresses. */
+struct np_addr {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
 };
 
 #endif /* NETPROBE_H */

@@ -44,6 +44,8 @@ struct np_packet {
 	__u8 l4;       /* enum np_l4 */
 	__u8 ip_proto; /* transport protocol number, after IPv6 extension headers */
 	__u8 vlan_tags;
+	__u8 family;   /* 4 or 6 when np_addr_offsets() can name addresses, else 0 */
+	__u8 ip_frag;  /* an IPv4 packet with MF set or an IPv6 fragment header */
 	__u16 l3_off;
 	__u16 l4_off;
 };
@@ -114,7 +116,9 @@ static __always_inline int np_parse_ipv4(struct np_ctx *c, struct np_packet *p, 
 	if (ih->version != 4 || hlen < sizeof(*ih) || tot_len < hlen || off + tot_len > frame_len)
 		return -1;
 	p->l3 = NP_L3_IPV4;
+	p->family = 4;
 	p->ip_proto = ih->protocol;
+	p->ip_frag = (np_ntohs(ih->frag_off) & 0x2000) != 0;
 	/* A later fragment carries no transport header. */
 	if (np_ntohs(ih->frag_off) & 0x1fff)
 		return 0;
@@ -136,6 +140,7 @@ static __always_inline int np_parse_ipv6(struct np_ctx *c, struct np_packet *p, 
 	if (ih->version != 6 || end > frame_len)
 		return -1;
 	p->l3 = NP_L3_IPV6;
+	p->family = 6;
 	next = ih->nexthdr;
 	off += sizeof(*ih);
 	for (i = 0; i < NP_MAX_IPV6_EXT_HDRS; i++) {
@@ -155,6 +160,7 @@ static __always_inline int np_parse_ipv6(struct np_ctx *c, struct np_packet *p, 
 		if (!ext || off + sizeof(*ext) > end)
 			return -1;
 		if (next == NP_IPPROTO_FRAGMENT) {
+			p->ip_frag = 1;
 			p->ip_proto = ext->nexthdr;
 			/* A later fragment carries no transport header. */
 			if (np_ntohs(ext->frag_off) & 0xfff8)
@@ -182,6 +188,46 @@ static __always_inline int np_parse_arp(struct np_ctx *c, struct np_packet *p, _
 	if (!ah || off + sizeof(*ah) + 2 * (ah->ar_hln + ah->ar_pln) > frame_len)
 		return -1;
 	p->l3 = NP_L3_ARP;
+	if (ah->ar_hln == 6 && ah->ar_pln == 4)
+		p->family = 4;
+	return 0;
+}
+
+/* Where the source and destination addresses are: IP source/destination,
+ * or the sender/target protocol address of Ethernet/IPv4 ARP. Only for a
+ * packet whose family is set. */
+static __always_inline __u32 np_saddr_off(const struct np_packet *p)
+{
+	if (p->l3 == NP_L3_ARP)
+		return p->l3_off + sizeof(struct arphdr) + 6;
+	return p->l3_off + (p->family == 4 ? 12 : 8);
+}
+
+static __always_inline __u32 np_daddr_off(const struct np_packet *p)
+{
+	if (p->l3 == NP_L3_ARP)
+		return p->l3_off + sizeof(struct arphdr) + 16;
+	return p->l3_off + (p->family == 4 ? 16 : 24);
+}
+
+/* Copies the address at `off` (4 or 16 bytes by family) into `out`. */
+static __always_inline int np_load_addr(struct np_ctx *c, const struct np_packet *p, __u32 off,
+					__u8 out[16])
+{
+	__u8 buf[16];
+	void *a;
+
+	if (p->family == 4) {
+		a = np_ptr(c, off, 4, buf);
+		if (!a)
+			return -1;
+		__builtin_memcpy(out, a, 4);
+	} else {
+		a = np_ptr(c, off, 16, buf);
+		if (!a)
+			return -1;
+		__builtin_memcpy(out, a, 16);
+	}
 	return 0;
 }
 
@@ -199,6 +245,8 @@ static __always_inline void np_parse(struct np_ctx *c, struct np_packet *p, __u3
 	p->l4 = NP_L4_NONE;
 	p->vlan_tags = 0;
 	p->ip_proto = 0;
+	p->family = 0;
+	p->ip_frag = 0;
 	eth = NP_HDR(c, 0, struct ethhdr, &eth_buf);
 	if (!eth)
 		return;
@@ -225,6 +273,7 @@ static __always_inline void np_parse(struct np_ctx *c, struct np_packet *p, __u3
 	if (err) {
 		p->l3 = NP_L3_MALFORMED;
 		p->l4 = NP_L4_NONE;
+		p->family = 0;
 	}
 }
 

@@ -27,12 +27,137 @@ static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void
 
 #include "parse.h"
 
+#include "rules.h"
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct np_xdp_stats);
 } xdp_stats SEC(".maps");
+
+/* --redirect: the one target interface, slot 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} redirect_port SEC(".maps");
+
+/* --top: packets and bytes per source address; LRU keeps the busy ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_addr);
+	__type(value, struct np_counter);
+} top_sources SEC(".maps");
+
+/* --reply icmp: the interface's own addresses. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct np_addr);
+	__type(value, __u8);
+} reply_addrs SEC(".maps");
+
+/* Settings fixed at load time. */
+const volatile bool rules_enabled = false;
+const volatile bool dry_run = false;
+const volatile bool count_sources = false;
+const volatile bool reply_icmp = false;
+
+#define NP_ICMP_ECHO_REQUEST 8
+#define NP_ICMPV6_ECHO_REQUEST 128
+#define NP_REPLY_HOP_LIMIT 64
+
+/* RFC 1624 incremental checksum update for one 16-bit word. */
+static __always_inline __u16 np_csum_replace(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u16)~old + new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+static __always_inline void np_swap(__u8 *a, __u8 *b, __u32 n)
+{
+	__u8 tmp[16];
+
+	__builtin_memcpy(tmp, a, n);
+	__builtin_memcpy(a, b, n);
+	__builtin_memcpy(b, tmp, n);
+}
+
+/* Turns an ICMP or ICMPv6 echo request to one of our addresses into its
+ * reply in place; returns XDP_TX, or XDP_PASS when the packet is not one. */
+static __always_inline __u32 np_echo_reply(struct np_ctx *c, const struct np_packet *p)
+{
+	struct ethhdr *eth = c->data;
+	struct np_addr own = { .family = p->family };
+	__u8 *icmp;
+
+	if (p->ip_frag || (p->l4 != NP_L4_ICMP && p->l4 != NP_L4_ICMPV6))
+		return XDP_PASS;
+	icmp = np_ptr(c, p->l4_off, 4, NULL);
+	if (!icmp || (void *)(eth + 1) > c->data_end)
+		return XDP_PASS;
+	if (icmp[1] != 0 ||
+	    icmp[0] != (p->l4 == NP_L4_ICMP ? NP_ICMP_ECHO_REQUEST : NP_ICMPV6_ECHO_REQUEST))
+		return XDP_PASS;
+	if (np_load_addr(c, p, np_daddr_off(p), own.addr) || !bpf_map_lookup_elem(&reply_addrs, &own))
+		return XDP_PASS;
+
+	if (p->l4 == NP_L4_ICMP) {
+		struct iphdr *ip = np_ptr(c, p->l3_off, sizeof(*ip), NULL);
+
+		if (!ip)
+			return XDP_PASS;
+		np_swap((__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 4);
+		/* TTL shares a checksummed word with the protocol. */
+		ip->check = np_csum_replace(ip->check, *(__u16 *)&ip->ttl,
+					    (__u16)(NP_REPLY_HOP_LIMIT | ip->protocol << 8));
+		ip->ttl = NP_REPLY_HOP_LIMIT;
+	} else {
+		struct ipv6hdr *ip6 = np_ptr(c, p->l3_off, sizeof(*ip6), NULL);
+
+		/* Only a reply to an echo right after the IPv6 header: one
+		 * with extension headers would need them rewritten too. */
+		if (!ip6 || p->l4_off != p->l3_off + sizeof(*ip6))
+			return XDP_PASS;
+		np_swap((__u8 *)&ip6->saddr, (__u8 *)&ip6->daddr, 16);
+		ip6->hop_limit = NP_REPLY_HOP_LIMIT;
+	}
+	/* The type is the first byte of the first checksummed word; the
+	 * pseudo-header sum does not change when addresses swap. */
+	icmp = np_ptr(c, p->l4_off, 4, NULL);
+	if (!icmp)
+		return XDP_PASS;
+	{
+		__u16 old = *(__u16 *)icmp;
+
+		icmp[0] = p->l4 == NP_L4_ICMP ? 0 : NP_ICMPV6_ECHO_REQUEST + 1;
+		*(__u16 *)(icmp + 2) = np_csum_replace(*(__u16 *)(icmp + 2), old, *(__u16 *)icmp);
+	}
+	np_swap(eth->h_source, eth->h_dest, 6);
+	return XDP_TX;
+}
+
+static __always_inline void np_count_source(struct np_ctx *c, const struct np_packet *p, __u32 len)
+{
+	struct np_addr key = { .family = p->family };
+	struct np_counter *v, one = { .packets = 1, .bytes = len };
+
+	if (np_load_addr(c, p, np_saddr_off(p), key.addr))
+		return;
+	v = bpf_map_lookup_elem(&top_sources, &key);
+	if (v) {
+		v->packets++;
+		v->bytes += len;
+	} else {
+		bpf_map_update_elem(&top_sources, &key, &one, BPF_NOEXIST);
+	}
+}
 
 SEC("xdp")
 int xdp_netprobe(struct xdp_md *ctx)
@@ -42,21 +167,42 @@ int xdp_netprobe(struct xdp_md *ctx)
 		.data_end = (void *)(long)ctx->data_end,
 	};
 	__u32 len = c.data_end - c.data;
+	__u32 action = XDP_PASS; /* what the kernel gets */
+	__u32 verdict;            /* what is counted */
+	bool would_drop = false;
 	struct np_xdp_stats *st;
 	struct np_counter *cell;
 	struct np_packet pkt;
-	__u32 verdict = XDP_PASS;
 	__u32 zero = 0;
 
 	np_parse(&c, &pkt, len);
 
+	if (rules_enabled) {
+		switch (np_match(&c, &pkt, len)) {
+		case NP_ACTION_DROP:
+			if (dry_run)
+				would_drop = true;
+			else
+				action = XDP_DROP;
+			break;
+		case NP_ACTION_REDIRECT:
+			action = bpf_redirect_map(&redirect_port, 0, XDP_ABORTED);
+			break;
+		}
+	}
+	if (reply_icmp && action == XDP_PASS && pkt.family)
+		action = np_echo_reply(&c, &pkt);
+	if (count_sources && pkt.family)
+		np_count_source(&c, &pkt, len);
+	verdict = would_drop && action == XDP_PASS ? NP_VERDICT_WOULD_DROP : action;
+
 	st = bpf_map_lookup_elem(&xdp_stats, &zero);
 	if (!st || pkt.l3 >= NP_L3_MAX || pkt.l4 >= NP_L4_MAX || verdict >= NP_VERDICT_MAX)
-		return verdict;
+		return action;
 	cell = &st->cell[pkt.l3][pkt.l4][verdict];
 	cell->packets++;
 	cell->bytes += len;
-	return verdict;
+	return action;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,308 @@
+//! Writes a compiled rule set into the BPF tables of `src/bpf/rules.h`, and
+//! reads the per-rule hit counters back.
+//!
+//! Reloading is atomic per packet: every key carries a generation byte and
+//! the program reads the generation in force (`rules_active`) once per
+//! packet. A reload fills the other generation completely (tries, hash,
+//! config, zeroed hit counters), then flips `rules_active` with one 4-byte
+//! write. A packet sees the old rule set or the new one, never a mix. The
+//! old generation's entries stay untouched until the next reload clears
+//! them, long after any packet that started under them has finished.
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{MapCore, MapFlags};
+
+use crate::counters::{sum_percpu, Counter};
+use crate::rules::{Compiled, Rule};
+
+/// `struct np_addr_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AddrKey {
+    prefixlen: u32,
+    gen: u8,
+    family: u8,
+    addr: [u8; 16],
+    pad: [u8; 2],
+}
+
+/// `struct np_port_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PortKey {
+    prefixlen: u32,
+    gen: u8,
+    port: [u8; 2],
+    pad: u8,
+}
+
+/// `struct np_shape_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ShapeKey {
+    gen: u8,
+    shape: u8,
+    l3: u8,
+    l4: u8,
+    src: u32,
+    dst: u32,
+    sport: u32,
+    dport: u32,
+}
+
+/// `struct np_rule_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct RuleRef {
+    rule: u32,
+    action: u32,
+}
+
+use crate::rules::MAX_SHAPES;
+
+/// `struct np_rules_config`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct RulesConfig {
+    n_shapes: u32,
+    fields: u32,
+    shape: [u8; MAX_SHAPES],
+}
+
+// SAFETY: plain integers and byte arrays with explicit padding fields.
+unsafe impl plain::Plain for AddrKey {}
+unsafe impl plain::Plain for PortKey {}
+unsafe impl plain::Plain for ShapeKey {}
+unsafe impl plain::Plain for RuleRef {}
+unsafe impl plain::Plain for RulesConfig {}
+
+const _: () = {
+    use crate::skel::xdp::types;
+    use std::mem::size_of;
+    assert!(size_of::<AddrKey>() == size_of::<types::np_addr_key>());
+    assert!(size_of::<PortKey>() == size_of::<types::np_port_key>());
+    assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
+    assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
+    assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
+};
+
+fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
+    // SAFETY: T is Plain: every byte is initialized, padding is explicit.
+    unsafe { plain::as_bytes(v) }
+}
+
+/// The maps of `rules.h` in one loaded program.
+pub struct RuleTables<'a, M: MapCore> {
+    pub addr_trie: &'a M,
+    pub port_trie: &'a M,
+    pub shape_table: &'a M,
+    pub rules_config: &'a M,
+    pub rules_active: &'a M,
+    pub rule_stats: &'a M,
+}
+
+/// Table sizes to create the maps with, before load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Rules per generation (the stride of `rule_stats`).
+    pub rules: u32,
+    /// Entries per table, both generations together.
+    pub entries: u32,
+}
+
+impl Capacity {
+    /// Room for `compiled` in both generations; with `reloadable`, also for
+    /// a rule set that grows to twice its size.
+    pub fn for_rules(rules: &[Rule], compiled: &Compiled, reloadable: bool) -> Capacity {
+        let largest = compiled
+            .entries
+            .len()
+            .max(compiled.addr_classes.len())
+            .max(compiled.port_classes.len());
+        let grow = if reloadable { 2 } else { 1 };
+        let floor = if reloadable { 4096 } else { 16 };
+        Capacity {
+            rules: (rules.len() * grow).max(floor) as u32,
+            entries: (2 * largest * grow).max(floor) as u32,
+        }
+    }
+}
+
+/// What one generation holds, to clear it before it is reused.
+#[derive(Default)]
+struct Generation {
+    addr_keys: Vec<AddrKey>,
+    port_keys: Vec<PortKey>,
+    shape_keys: Vec<ShapeKey>,
+    rules: usize,
+}
+
+/// The rule set in force and how to replace it.
+pub struct RuleState {
+    capacity: Capacity,
+    active: u8,
+    generations: [Generation; 2],
+    installed: bool,
+}
+
+impl RuleState {
+    pub fn new(capacity: Capacity) -> RuleState {
+        RuleState {
+            capacity,
+            active: 0,
+            generations: Default::default(),
+            installed: false,
+        }
+    }
+
+    /// Makes `rules` (compiled as `compiled`) the rule set in force.
+    pub fn install<M: MapCore>(
+        &mut self,
+        maps: &RuleTables<'_, M>,
+        rules: &[Rule],
+        compiled: &Compiled,
+    ) -> Result<()> {
+        let gen = if self.installed {
+            1 - self.active
+        } else {
+            self.active
+        };
+        let other = &self.generations[usize::from(1 - gen)];
+        let cap = self.capacity;
+        if rules.len() > cap.rules as usize
+            || compiled.entries.len() + other.shape_keys.len() > cap.entries as usize
+            || compiled.addr_classes.len() + other.addr_keys.len() > cap.entries as usize
+            || compiled.port_classes.len() + other.port_keys.len() > cap.entries as usize
+        {
+            bail!(
+                "the new rule set ({} rules, {} table entries) does not fit the tables netprobe \
+                 started with ({} rules, {} entries); restart netprobe to load it",
+                rules.len(),
+                compiled.entries.len(),
+                cap.rules,
+                cap.entries / 2
+            );
+        }
+        self.clear(maps, gen)?;
+        let mut written = Generation {
+            rules: rules.len(),
+            ..Default::default()
+        };
+        for (prefix, class) in &compiled.addr_classes {
+            let key = AddrKey {
+                prefixlen: 16 + u32::from(prefix.len),
+                gen,
+                family: prefix.family,
+                addr: prefix.addr,
+                pad: [0; 2],
+            };
+            maps.addr_trie
+                .update(bytes(&key), &class.to_ne_bytes(), MapFlags::ANY)
+                .context("writing the address trie")?;
+            written.addr_keys.push(key);
+        }
+        for ((port, len), class) in &compiled.port_classes {
+            let key = PortKey {
+                prefixlen: 8 + u32::from(*len),
+                gen,
+                port: port.to_be_bytes(),
+                pad: 0,
+            };
+            maps.port_trie
+                .update(bytes(&key), &class.to_ne_bytes(), MapFlags::ANY)
+                .context("writing the port trie")?;
+            written.port_keys.push(key);
+        }
+        for (k, r) in &compiled.entries {
+            let key = ShapeKey {
+                gen,
+                shape: k.shape,
+                l3: k.l3,
+                l4: k.l4,
+                src: k.src,
+                dst: k.dst,
+                sport: k.sport,
+                dport: k.dport,
+            };
+            let value = RuleRef {
+                rule: r.rule,
+                action: r.action as u32,
+            };
+            maps.shape_table
+                .update(bytes(&key), bytes(&value), MapFlags::ANY)
+                .context("writing the rule table")?;
+            written.shape_keys.push(key);
+        }
+        let mut config = RulesConfig {
+            n_shapes: compiled.shapes.len() as u32,
+            fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
+            shape: [0; MAX_SHAPES],
+        };
+        config.shape[..compiled.shapes.len()].copy_from_slice(&compiled.shapes);
+        maps.rules_config
+            .update(&u32::from(gen).to_ne_bytes(), bytes(&config), MapFlags::ANY)
+            .context("writing the rules config")?;
+        // The switch: from the next packet on, the new generation is in force.
+        maps.rules_active
+            .update(
+                &0u32.to_ne_bytes(),
+                &u32::from(gen).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .context("switching to the new rules")?;
+        self.generations[usize::from(gen)] = written;
+        self.active = gen;
+        self.installed = true;
+        Ok(())
+    }
+
+    /// Empties generation `gen`: its table entries, and zeroes its hit counters.
+    fn clear<M: MapCore>(&mut self, maps: &RuleTables<'_, M>, gen: u8) -> Result<()> {
+        let old = std::mem::take(&mut self.generations[usize::from(gen)]);
+        for key in &old.addr_keys {
+            maps.addr_trie
+                .delete(bytes(key))
+                .context("clearing the address trie")?;
+        }
+        for key in &old.port_keys {
+            maps.port_trie
+                .delete(bytes(key))
+                .context("clearing the port trie")?;
+        }
+        for key in &old.shape_keys {
+            maps.shape_table
+                .delete(bytes(key))
+                .context("clearing the rule table")?;
+        }
+        let cpus = libbpf_rs::num_possible_cpus().context("counting CPUs")?;
+        let zero = vec![vec![0u8; std::mem::size_of::<Counter>()]; cpus];
+        for rule in 0..old.rules as u32 {
+            maps.rule_stats
+                .update_percpu(
+                    &self.stat_index(gen, rule).to_ne_bytes(),
+                    &zero,
+                    MapFlags::ANY,
+                )
+                .context("zeroing rule counters")?;
+        }
+        Ok(())
+    }
+
+    fn stat_index(&self, gen: u8, rule: u32) -> u32 {
+        u32::from(gen) * self.capacity.rules + rule
+    }
+
+    /// Packets and bytes per rule of the set in force, in rule order.
+    pub fn hits<M: MapCore>(&self, maps: &RuleTables<'_, M>) -> Result<Vec<Counter>> {
+        let gen = self.active;
+        (0..self.generations[usize::from(gen)].rules as u32)
+            .map(|rule| {
+                let per_cpu = maps
+                    .rule_stats
+                    .lookup_percpu(&self.stat_index(gen, rule).to_ne_bytes(), MapFlags::ANY)
+                    .context("reading rule counters")?
+                    .context("rule counter missing")?;
+                sum_percpu(&per_cpu)
+            })
+            .collect()
+    }
+}
