@@ -24,6 +24,11 @@ netprobe xdp eth1 --duration 10s --cost\n\nNeeds root (CAP_BPF and CAP_NET_ADMIN
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Show libbpf's log on stderr: -v warnings and info, -vv also debug
+    /// (with the verifier's log of every program loaded)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,11 +20,20 @@ use anyhow::Result;
 
 use cli::{Cli, Command};
 
+fn print_libbpf(_level: libbpf_rs::PrintLevel, message: String) {
+    eprint!("libbpf: {message}");
+}
+
 /// Runs one command line; the caller prints the error and picks the exit code.
 pub fn run(cli: &Cli) -> Result<()> {
-    // libbpf prints multi-line diagnostics of its own; errors reach the user
-    // through netprobe's one line instead.
-    libbpf_rs::set_print(None);
+    // libbpf prints multi-line diagnostics of its own; unless asked for with
+    // -v, errors reach the user through netprobe's one line instead.
+    let level = match cli.verbose {
+        0 => None,
+        1 => Some(libbpf_rs::PrintLevel::Info),
+        _ => Some(libbpf_rs::PrintLevel::Debug),
+    };
+    libbpf_rs::set_print(level.map(|l| (l, print_libbpf as libbpf_rs::PrintCallback)));
     match &cli.command {
         Command::Xdp(args) => xdp::run(args),
     }
