@@ -58,6 +58,9 @@ fn rules_options() -> LoadOptions {
     }
 }
 
+/// A frame, what it is, and whether the rule under test must match it.
+type Probe = (&'static str, Vec<u8>, bool);
+
 fn udp4_between(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     eth(
         ETH_IPV4,
@@ -101,7 +104,7 @@ fn every_primitive_matches_and_misses_for_ipv4_and_ipv6() {
     let tcp_a_to_b6 = tcp6_between(IP6_A, IP6_B, 40000, 9);
     let elsewhere6 = tcp6_between(other6, other6, 1, 2);
 
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>, bool)>)> = vec![
+    let cases: Vec<(&str, Vec<Probe>)> = vec![
         (
             "udp",
             vec![
