@@ -65,6 +65,25 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// The kernel's UDP counters here: (InDatagrams, NoPorts).
+    pub fn udp_counters(&self) -> (u64, u64) {
+        let out = self.sh(&["cat", "/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+        let names: Vec<&str> = udp.next().expect("Udp header").split_whitespace().collect();
+        let values: Vec<u64> = udp
+            .next()
+            .expect("Udp values")
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let get = |name: &str| values[names.iter().position(|n| *n == name).unwrap() - 1];
+        (get("InDatagrams"), get("NoPorts"))
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -93,11 +112,36 @@ impl Pair {
         Pair { a, b, a_if, b_if }
     }
 
-    /// As `quiet`, plus addresses 198.18.0.1/24 on A and 198.18.0.2/24 on B.
+    /// As `quiet`, plus addresses 198.18.0.1/24 on A and 198.18.0.2/24 on B,
+    /// and permanent neighbour entries, so that no ARP crosses the link.
     pub fn addressed() -> Pair {
         let p = Pair::quiet();
         p.a.sh(&["ip", "addr", "add", "198.18.0.1/24", "dev", &p.a_if]);
         p.b.sh(&["ip", "addr", "add", "198.18.0.2/24", "dev", &p.b_if]);
+        p.a.sh(&[
+            "ip",
+            "neigh",
+            "add",
+            "198.18.0.2",
+            "lladdr",
+            "02:00:00:00:00:0b",
+            "dev",
+            &p.a_if,
+            "nud",
+            "permanent",
+        ]);
+        p.b.sh(&[
+            "ip",
+            "neigh",
+            "add",
+            "198.18.0.1",
+            "lladdr",
+            "02:00:00:00:00:0a",
+            "dev",
+            &p.b_if,
+            "nud",
+            "permanent",
+        ]);
         p
     }
 }
