@@ -10,7 +10,7 @@ NETPROBE := target/release/netprobe
 # (make vmlinux), netsniff-ng (trafgen), xdp-tools/libxdp1 (a peer program to
 # replace, and the benchmark's peer), tcpdump, ping, setpriv (util-linux).
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make \
-	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps
+	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps nftables
 
 .PHONY: all setup build test lint unit demo bench vmlinux clean
 

@@ -15,3 +15,8 @@ pub mod xdp {
 pub mod xdp_pass {
     include!(concat!(env!("OUT_DIR"), "/xdp_pass.skel.rs"));
 }
+
+/// The minimal `return XDP_DROP` program, the drop baseline of `make bench`.
+pub mod xdp_drop {
+    include!(concat!(env!("OUT_DIR"), "/xdp_drop.skel.rs"));
+}

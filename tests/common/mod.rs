@@ -3,6 +3,7 @@
 pub mod frames;
 pub mod netns;
 pub mod process;
+pub mod traffic;
 
 /// Integration tests load BPF programs and make namespaces: root only.
 pub fn require_root() {
