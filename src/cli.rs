@@ -33,10 +33,32 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Count every frame arriving on an interface, per protocol and verdict, in XDP
+    /// Count every frame arriving on an interface, per protocol and verdict, in XDP;
+    /// drop, redirect or answer by rule
     #[command(after_help = XDP_AFTER_HELP)]
     Xdp(XdpArgs),
+
+    /// See frames through a socket filter on an AF_PACKET socket: count them, and
+    /// print or write to pcap the ones a filter lets through
+    #[command(after_help = SOCKFILTER_AFTER_HELP)]
+    Sockfilter(SockfilterArgs),
 }
+
+const SOCKFILTER_AFTER_HELP: &str = "\
+The filter program counts every frame it sees per protocol (the same classes as netprobe xdp), \
+then returns what user space gets: nothing for frames no --filter rule matches, otherwise the \
+first SNAPLEN bytes. Output: one line per frame (time in UTC, interface, direction, protocol, \
+addresses, ports, length); with -w, a pcap file instead and the counters table; with \
+--counts-only, only the counters. The summary says how many frames the filter saw, how many \
+it matched, how many the socket delivered or dropped, and how many netprobe captured.
+
+--filter takes the rule language of netprobe xdp (see netprobe xdp --help).
+
+Examples:
+  netprobe sockfilter -i eth0 --filter 'udp and dst port 53'
+  netprobe sockfilter -i eth0 --filter 'tcp and port 443' -s 128 -w tls.pcap -c 1000
+  netprobe sockfilter -i eth0 -w - | tcpdump -nr -
+  netprobe sockfilter --counts-only --json --interval 5s";
 
 const XDP_AFTER_HELP: &str = "\
 Protocols: every frame counts in exactly one of ipv4, ipv6, arp, other and malformed; an IP \
@@ -135,6 +157,37 @@ pub struct XdpArgs {
     pub output: OutputArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct SockfilterArgs {
+    /// Capture on IFACE only (default: every interface, both directions)
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub iface: Option<String>,
+
+    /// Deliver only frames matching RULE (repeatable: frames matching any);
+    /// default: every frame
+    #[arg(long = "filter", value_name = "RULE")]
+    pub filter: Vec<String>,
+
+    /// Deliver at most the first N bytes of each frame (0: the whole frame)
+    #[arg(short = 's', long = "snaplen", value_name = "N", default_value_t = 0)]
+    pub snaplen: u32,
+
+    /// Write delivered frames to FILE as pcap (nanosecond time stamps); - for stdout
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+
+    /// Stop after capturing N frames
+    #[arg(short = 'c', long = "count", value_name = "N", value_parser = parse_count)]
+    pub count: Option<u64>,
+
+    /// Deliver nothing, only count per protocol in the kernel (cheap on busy links)
+    #[arg(long, conflicts_with_all = ["write", "count", "filter"])]
+    pub counts_only: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// What `--reply` answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplyProto {
@@ -176,6 +229,14 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_positive_duration(s)?;
     if d < Duration::from_millis(10) {
@@ -213,7 +274,9 @@ mod tests {
     #[test]
     fn xdp_defaults() {
         let cli = Cli::try_parse_from(["netprobe", "xdp", "eth1"]).unwrap();
-        let Command::Xdp(args) = cli.command;
+        let Command::Xdp(args) = cli.command else {
+            panic!("not xdp")
+        };
         assert_eq!(args.mode, XdpModeArg::Native);
         assert_eq!(args.output.interval, Duration::from_secs(1));
         assert!(!args.output.json && !args.replace && !args.cost);

@@ -61,17 +61,17 @@ pub const VERDICT_NAMES: [&str; 6] = ["aborted", "drop", "pass", "tx", "redirect
 /// The order verdicts are shown in, as indexes into [`VERDICT_NAMES`].
 pub const VERDICT_DISPLAY_ORDER: [usize; 6] = [2, 1, 3, 4, 0, 5];
 
-/// `struct np_xdp_stats`: one counter per (l3, l4, verdict) cell.
+/// `struct np_stats`: one counter per (l3, l4, verdict) cell.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct XdpStats {
+pub struct Stats {
     pub cell: [[[Counter; VERDICT_NAMES.len()]; L4_PROTOCOL.len()]; L3_PROTOCOL.len()],
 }
 
 // SAFETY: nested arrays of `Counter`, no padding.
-unsafe impl plain::Plain for XdpStats {}
+unsafe impl plain::Plain for Stats {}
 
-impl AddAssign for XdpStats {
+impl AddAssign for Stats {
     fn add_assign(&mut self, other: Self) {
         let ours = self.cell.as_flattened_mut().as_flattened_mut();
         for (a, b) in ours
@@ -83,7 +83,7 @@ impl AddAssign for XdpStats {
     }
 }
 
-impl XdpStats {
+impl Stats {
     /// Totals per protocol, in [`PROTOCOLS`] order.
     pub fn protocols(&self) -> [Counter; PROTOCOLS.len()] {
         let mut out = [Counter::default(); PROTOCOLS.len()];
@@ -112,7 +112,7 @@ impl XdpStats {
     }
 
     /// The counts added since `earlier`.
-    pub fn since(&self, earlier: &XdpStats) -> XdpStats {
+    pub fn since(&self, earlier: &Stats) -> Stats {
         let mut out = *self;
         let cells = out.cell.as_flattened_mut().as_flattened_mut();
         for (a, b) in cells
@@ -151,7 +151,7 @@ where
 const _: () = {
     use crate::skel::xdp::types;
     assert!(std::mem::size_of::<Counter>() == std::mem::size_of::<types::np_counter>());
-    assert!(std::mem::size_of::<XdpStats>() == std::mem::size_of::<types::np_xdp_stats>());
+    assert!(std::mem::size_of::<Stats>() == std::mem::size_of::<types::np_stats>());
 };
 
 #[cfg(test)]
@@ -173,12 +173,12 @@ mod tests {
 
     #[test]
     fn sums_every_cpu_and_cell() {
-        let mut a = XdpStats::default();
+        let mut a = Stats::default();
         a.cell[IPV4][UDP][PASS] = Counter::new(1, 60);
-        let mut b = XdpStats::default();
+        let mut b = Stats::default();
         b.cell[IPV4][UDP][PASS] = Counter::new(2, 200);
         b.cell[MALFORMED][NONE][DROP] = Counter::new(5, 70);
-        let total: XdpStats = sum_percpu(&[bytes_of(&a), bytes_of(&b), bytes_of(&a)]).unwrap();
+        let total: Stats = sum_percpu(&[bytes_of(&a), bytes_of(&b), bytes_of(&a)]).unwrap();
         assert_eq!(total.cell[IPV4][UDP][PASS], Counter::new(4, 320));
         assert_eq!(total.cell[MALFORMED][NONE][DROP], Counter::new(5, 70));
         assert_eq!(total.cell[IPV4][TCP][PASS], Counter::default());
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn folds_cells_into_protocols_and_verdicts() {
-        let mut s = XdpStats::default();
+        let mut s = Stats::default();
         s.cell[IPV4][UDP][PASS] = Counter::new(3, 300);
         s.cell[IPV4][TCP][DROP] = Counter::new(2, 120);
         s.cell[IPV4][NONE][PASS] = Counter::new(1, 50);
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn since_subtracts_per_cell() {
-        let mut a = XdpStats::default();
+        let mut a = Stats::default();
         a.cell[IPV4][UDP][PASS] = Counter::new(1, 10);
         let mut b = a;
         b.cell[IPV4][UDP][PASS] = Counter::new(4, 40);
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn short_value_is_an_error() {
-        let err = sum_percpu::<XdpStats>(&[vec![0u8; 8]]).unwrap_err();
+        let err = sum_percpu::<Stats>(&[vec![0u8; 8]]).unwrap_err();
         assert!(err.to_string().contains("expected"), "{err}");
     }
 
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn layout_matches_netprobe_h() {
-        // struct np_xdp_stats: 5 x 5 x 6 counters of 16 bytes.
-        assert_eq!(std::mem::size_of::<XdpStats>(), 150 * 16);
+        // struct np_stats: 5 x 5 x 6 counters of 16 bytes.
+        assert_eq!(std::mem::size_of::<Stats>(), 150 * 16);
     }
 }

@@ -6,14 +6,18 @@
 pub mod bpf_stats;
 pub mod cli;
 pub mod counters;
+pub mod decode;
 pub mod netdev;
 pub mod output;
+pub mod packet_socket;
+pub mod pcap;
 pub mod privilege;
 pub mod rulemaps;
 pub mod rules;
 pub mod runloop;
 pub mod session;
 pub mod skel;
+pub mod sockfilter;
 pub mod xdp;
 
 use anyhow::Result;
@@ -36,5 +40,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     libbpf_rs::set_print(level.map(|l| (l, print_libbpf as libbpf_rs::PrintCallback)));
     match &cli.command {
         Command::Xdp(args) => xdp::run(args),
+        Command::Sockfilter(args) => sockfilter::run(args),
     }
 }

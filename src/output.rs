@@ -14,14 +14,32 @@ use crate::counters::Counter;
 #[serde(tag = "hook", rename_all = "lowercase")]
 pub enum Source {
     Xdp { iface: String, mode: &'static str },
+    Sockfilter { iface: String },
 }
 
 impl Source {
     fn title(&self) -> String {
         match self {
             Source::Xdp { iface, mode } => format!("netprobe xdp {iface} ({mode} mode)"),
+            Source::Sockfilter { iface } => format!("netprobe sockfilter on {iface}"),
         }
     }
+}
+
+/// Where frames went on their way to a capturing socket: how complete the
+/// capture is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CaptureCounts {
+    /// Frames the socket filter saw.
+    pub seen: u64,
+    /// Frames the filter passed on to the socket.
+    pub matched: u64,
+    /// Frames the socket queued for netprobe (matched less socket drops).
+    pub delivered: u64,
+    /// Frames the socket dropped because netprobe's ring was full.
+    pub socket_drops: u64,
+    /// Frames netprobe printed or wrote.
+    pub captured: u64,
 }
 
 /// A cumulative counter and its rate over the snapshot's interval.
@@ -52,6 +70,36 @@ impl Rate {
             bps: per_sec(delta.bytes) * 8.0,
         }
     }
+}
+
+/// Per-protocol totals now, with rates since `before`, `secs` seconds ago.
+pub fn protocol_rates(
+    now: &crate::counters::Stats,
+    before: &crate::counters::Stats,
+    secs: f64,
+) -> Named<Rate> {
+    let (now, before) = (now.protocols(), before.protocols());
+    Named(
+        crate::counters::PROTOCOLS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, Rate::new(now[i], before[i], secs)))
+            .collect(),
+    )
+}
+
+/// Rule rows for a snapshot: each rule with its hits.
+pub fn rule_hits(rules: &[crate::rules::Rule], hits: Vec<Counter>) -> Vec<RuleHits> {
+    rules
+        .iter()
+        .zip(hits)
+        .map(|(rule, c)| RuleHits {
+            rule: rule.text.clone(),
+            action: rule.action.as_str(),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .collect()
 }
 
 /// Named values that serialize as a JSON object in their given order.
@@ -89,7 +137,10 @@ pub struct Snapshot {
     #[serde(rename = "elapsed_s", serialize_with = "seconds")]
     pub elapsed: Duration,
     pub protocols: Named<Rate>,
-    pub verdicts: Named<Counter>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<Named<Counter>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureCounts>,
     /// Hits per rule, in rule order (hooks with rules only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<RuleHits>>,
@@ -137,7 +188,7 @@ pub trait Printer {
 
 /// Picks the printer for the flags: JSON lines, or a table that refreshes
 /// in place on a terminal and is appended otherwise.
-pub fn printer(json: bool, out: Box<dyn Write>, terminal: bool) -> Box<dyn Printer> {
+pub fn printer(json: bool, out: Box<dyn Write + Send>, terminal: bool) -> Box<dyn Printer> {
     if json {
         Box::new(JsonPrinter { out })
     } else {
@@ -150,7 +201,7 @@ pub fn printer(json: bool, out: Box<dyn Write>, terminal: bool) -> Box<dyn Print
 }
 
 pub struct JsonPrinter {
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
 }
 
 impl Printer for JsonPrinter {
@@ -162,7 +213,7 @@ impl Printer for JsonPrinter {
 }
 
 pub struct TablePrinter {
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
     terminal: bool,
     lines_shown: usize,
 }
@@ -226,9 +277,17 @@ impl TablePrinter {
                 si(r.bps)
             );
         }
-        s += &format!("{:<10} {:>14} {:>16}\n", "VERDICT", "PACKETS", "BYTES");
-        for (name, c) in &snapshot.verdicts.0 {
-            s += &format!("{name:<10} {:>14} {:>16}\n", c.packets, c.bytes);
+        if let Some(verdicts) = &snapshot.verdicts {
+            s += &format!("{:<10} {:>14} {:>16}\n", "VERDICT", "PACKETS", "BYTES");
+            for (name, c) in &verdicts.0 {
+                s += &format!("{name:<10} {:>14} {:>16}\n", c.packets, c.bytes);
+            }
+        }
+        if let Some(c) = &snapshot.capture {
+            s += &format!(
+                "frames: {} seen by the filter, {} matched, {} delivered, {} dropped by the socket, {} captured\n",
+                c.seen, c.matched, c.delivered, c.socket_drops, c.captured
+            );
         }
         if let Some(rules) = &snapshot.rules {
             s += &format!(
@@ -320,13 +379,8 @@ mod tests {
             ]),
             rules: None,
             top_sources: None,
-            verdicts: Named(vec![(
-                "pass",
-                Counter {
-                    packets: 10,
-                    bytes: 600,
-                },
-            )]),
+            verdicts: Some(Named(vec![("pass", Counter::new(10, 600))])),
+            capture: None,
             cost_ns_per_packet: None,
             is_final,
         }
@@ -350,6 +404,41 @@ mod tests {
         assert_eq!(v["final"], false);
         let v = serde_json::to_value(snapshot(false)).unwrap();
         assert!(v.get("cost_ns_per_packet").is_none());
+    }
+
+    #[test]
+    fn capture_counts_flatten_into_the_object() {
+        let mut s = snapshot(false);
+        s.source = Source::Sockfilter {
+            iface: "all".into(),
+        };
+        s.verdicts = None;
+        s.capture = Some(CaptureCounts {
+            seen: 9,
+            matched: 5,
+            delivered: 4,
+            socket_drops: 1,
+            captured: 4,
+        });
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["hook"], "sockfilter");
+        assert_eq!(v["iface"], "all");
+        assert!(v.get("verdicts").is_none());
+        assert_eq!(
+            (
+                v["seen"].as_u64(),
+                v["delivered"].as_u64(),
+                v["socket_drops"].as_u64()
+            ),
+            (Some(9), Some(4), Some(1))
+        );
+        let text = TablePrinter::render(&s);
+        assert!(
+            text.contains(
+                "9 seen by the filter, 5 matched, 4 delivered, 1 dropped by the socket, 4 captured"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -610,6 +610,19 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     })
 }
 
+/// Parses rules given on the command line; a bad one is a usage error.
+pub fn parse_args(texts: &[String], action: Action) -> anyhow::Result<Vec<Rule>> {
+    texts
+        .iter()
+        .map(|t| parse(t, action).map_err(|e| crate::cli::UsageError(e.to_string()).into()))
+        .collect()
+}
+
+/// Compiles rules; a rule set too complex to compile is a usage error.
+pub fn compile_args(rules: &[Rule]) -> anyhow::Result<Compiled> {
+    Compiled::compile(rules).map_err(|e| crate::cli::UsageError(e).into())
+}
+
 /// Reads a rules file: one rule per line; `#` starts a comment; blank lines
 /// are skipped. Errors name the line.
 pub fn parse_file(path: &str, contents: &str, action: Action) -> Result<Vec<Rule>, String> {

@@ -2,6 +2,7 @@
 //! snapshot, print it; on stop, detach first and then print the final
 //! summary, so that it includes every packet the program saw.
 use std::io::{self, IsTerminal};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -23,34 +24,66 @@ pub trait Probe {
     fn hangup(&mut self) -> bool {
         false
     }
+    /// An fd whose readability means the probe has events to read.
+    fn event_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// The event fd is readable: read what is there. Returns false when the
+    /// probe has had enough (a packet count reached).
+    fn on_readable(&mut self) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Where snapshots go and when.
+#[derive(Clone, Copy, Debug)]
+pub struct Reporting {
+    pub json: bool,
+    /// Print a snapshot at every interval, not just the final one.
+    pub periodic: bool,
+    /// Snapshots go to stderr, leaving stdout to the probe's own output.
+    pub to_stderr: bool,
 }
 
 /// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP (unless the probe reloads on
-/// it) or `stop_after`, printing JSON lines or the table at each tick.
+/// it), `stop_after` or the probe's own end, printing as `reporting` says.
 pub fn run(
     probe: &mut dyn Probe,
     runloop: &mut RunLoop,
-    json: bool,
+    reporting: Reporting,
     stop_after: Option<Duration>,
 ) -> Result<()> {
-    let stdout = io::stdout();
-    let terminal = stdout.is_terminal();
-    let mut printer = output::printer(json, Box::new(stdout), terminal);
+    let mut printer = if reporting.to_stderr {
+        let stderr = io::stderr();
+        let terminal = stderr.is_terminal();
+        output::printer(reporting.json, Box::new(stderr), terminal)
+    } else {
+        let stdout = io::stdout();
+        let terminal = stdout.is_terminal();
+        output::printer(reporting.json, Box::new(stdout), terminal)
+    };
     runloop.start(stop_after);
     let mut lost = None;
     let outcome = loop {
-        match runloop.wait()? {
+        let wake = runloop.wait_with(probe.event_fd())?;
+        match wake {
+            Wake::Readable => match probe.on_readable() {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(io::Error::other(e)),
+            },
             Wake::Tick => {
-                let snapshot = probe.snapshot(false)?;
-                if let Err(e) = printer.print(&snapshot) {
-                    break Err(e);
+                if reporting.periodic {
+                    let snapshot = probe.snapshot(false)?;
+                    if let Err(e) = printer.print(&snapshot) {
+                        break Err(e);
+                    }
                 }
                 lost = probe.lost();
                 if lost.is_some() {
                     break Ok(());
                 }
             }
-            Wake::Readable => {}
             Wake::Hangup if probe.hangup() => {}
             Wake::Hangup | Wake::Stop => break Ok(()),
         }

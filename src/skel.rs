@@ -11,6 +11,10 @@ pub mod xdp {
     include!(concat!(env!("OUT_DIR"), "/xdp.skel.rs"));
 }
 
+pub mod sockfilter {
+    include!(concat!(env!("OUT_DIR"), "/sockfilter.skel.rs"));
+}
+
 /// The empty `return XDP_PASS` program, the baseline of `make bench`.
 pub mod xdp_pass {
     include!(concat!(env!("OUT_DIR"), "/xdp_pass.skel.rs"));

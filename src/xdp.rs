@@ -18,14 +18,12 @@ use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject};
 
 use crate::bpf_stats::{RunTimeStats, RunTotals};
 use crate::cli::{UsageError, XdpArgs};
-use crate::counters::{
-    sum_percpu, Counter, XdpStats, PROTOCOLS, VERDICT_DISPLAY_ORDER, VERDICT_NAMES,
-};
+use crate::counters::{sum_percpu, Counter, Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
 use crate::netdev::{self, XdpMode};
-use crate::output::{Named, Rate, RuleHits, Snapshot, Source, SourceHits};
+use crate::output::{self, Named, RuleHits, Snapshot, Source, SourceHits};
 use crate::privilege;
 use crate::rulemaps::{Capacity, RuleState, RuleTables};
-use crate::rules::{self, Action, Compiled, Rule};
+use crate::rules::{self, Action, Rule};
 use crate::runloop::RunLoop;
 use crate::session::{self, secs, Probe};
 use crate::skel::xdp::{XdpSkel, XdpSkelBuilder};
@@ -100,7 +98,7 @@ pub fn rule_tables<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> RuleTables<'a, MapMut<'
 }
 
 /// Sums the per-CPU counters of a loaded XDP program.
-pub fn read_stats(skel: &XdpSkel<'_>) -> Result<XdpStats> {
+pub fn read_stats(skel: &XdpSkel<'_>) -> Result<Stats> {
     let per_cpu = skel
         .maps
         .xdp_stats
@@ -190,18 +188,12 @@ struct RuleSources {
 
 impl RuleSources {
     fn parse(args: &XdpArgs) -> Result<RuleSources> {
-        let parse_all = |texts: &[String], action| -> Result<Vec<Rule>> {
-            texts
-                .iter()
-                .map(|t| rules::parse(t, action).map_err(|e| UsageError(e.to_string()).into()))
-                .collect()
-        };
-        let mut redirect = parse_all(&args.match_rules, Action::Redirect)?;
+        let mut redirect = rules::parse_args(&args.match_rules, Action::Redirect)?;
         if args.redirect.is_some() && redirect.is_empty() {
             redirect.push(rules::parse("", Action::Redirect).map_err(|e| anyhow!("{e}"))?);
         }
         Ok(RuleSources {
-            drop: parse_all(&args.drop, Action::Drop)?,
+            drop: rules::parse_args(&args.drop, Action::Drop)?,
             file: args.rules_file.clone(),
             redirect,
         })
@@ -223,10 +215,6 @@ fn read_rules_file(path: &Path) -> Result<Vec<Rule>> {
         .with_context(|| format!("reading rules file {}", path.display()))?;
     rules::parse_file(&path.display().to_string(), &text, Action::Drop)
         .map_err(|e| UsageError(e).into())
-}
-
-fn compile(rules: &[Rule]) -> Result<Compiled> {
-    Compiled::compile(rules).map_err(|e| UsageError(e).into())
 }
 
 /// `--for`: detaches the link at the deadline from a thread of its own, so
@@ -251,7 +239,7 @@ struct XdpProbe<'obj> {
     mode: XdpMode,
     cost: Option<RunTimeStats>,
     attached_at: Instant,
-    last: (Instant, XdpStats, RunTotals),
+    last: (Instant, Stats, RunTotals),
     sources: RuleSources,
     rules: Vec<Rule>,
     rule_state: Option<RuleState>,
@@ -264,24 +252,15 @@ impl XdpProbe<'_> {
         let Some(state) = &self.rule_state else {
             return Ok(None);
         };
-        let hits = state.hits(&rule_tables(&self.skel))?;
-        Ok(Some(
-            self.rules
-                .iter()
-                .zip(hits)
-                .map(|(rule, c)| RuleHits {
-                    rule: rule.text.clone(),
-                    action: rule.action.as_str(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                })
-                .collect(),
-        ))
+        Ok(Some(output::rule_hits(
+            &self.rules,
+            state.hits(&rule_tables(&self.skel))?,
+        )))
     }
 
     fn reload(&mut self) -> Result<usize> {
         let rules = self.sources.all()?;
-        let compiled = compile(&rules)?;
+        let compiled = rules::compile_args(&rules)?;
         let state = self.rule_state.as_mut().context("no rules loaded")?;
         state.install(&rule_tables(&self.skel), &rules, &compiled)?;
         self.rules = rules;
@@ -298,18 +277,13 @@ impl Probe for XdpProbe<'_> {
             None => RunTotals::default(),
         };
         let (since, before, run_before) = if is_final {
-            (self.attached_at, XdpStats::default(), RunTotals::default())
+            (self.attached_at, Stats::default(), RunTotals::default())
         } else {
             self.last
         };
         let interval = now - since;
         self.last = (now, stats, run);
-        let (now_p, before_p) = (stats.protocols(), before.protocols());
-        let protocols = PROTOCOLS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (*name, Rate::new(now_p[i], before_p[i], secs(interval))))
-            .collect();
+        let protocols = output::protocol_rates(&stats, &before, secs(interval));
         let verdict_totals = stats.verdicts();
         let verdicts = VERDICT_DISPLAY_ORDER
             .iter()
@@ -323,8 +297,9 @@ impl Probe for XdpProbe<'_> {
             time: SystemTime::now(),
             interval,
             elapsed: now - self.attached_at,
-            protocols: Named(protocols),
-            verdicts: Named(verdicts),
+            protocols,
+            verdicts: Some(Named(verdicts)),
+            capture: None,
             rules: self.rule_hits()?,
             top_sources: self.top.map(|n| top_sources(&self.skel, n)).transpose()?,
             cost_ns_per_packet: self.cost.as_ref().map(|_| run.ns_per_run_since(run_before)),
@@ -379,7 +354,7 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     // Everything the user gave is checked before anything is loaded.
     let sources = RuleSources::parse(args)?;
     let rules = sources.all()?;
-    let compiled = compile(&rules)?;
+    let compiled = rules::compile_args(&rules)?;
     privilege::require("netprobe xdp", privilege::CAP_NET_ADMIN, "CAP_NET_ADMIN")?;
     let ifindex = netdev::ifindex(&args.iface)?;
     let redirect_ifindex = args.redirect.as_deref().map(netdev::ifindex).transpose()?;
@@ -482,7 +457,7 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         mode,
         cost,
         attached_at,
-        last: (attached_at, XdpStats::default(), RunTotals::default()),
+        last: (attached_at, Stats::default(), RunTotals::default()),
         sources,
         rules,
         rule_state,
@@ -493,7 +468,12 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let result = session::run(&mut probe, &mut runloop, args.output.json, stop_after);
+    let reporting = session::Reporting {
+        json: args.output.json,
+        periodic: true,
+        to_stderr: false,
+    };
+    let result = session::run(&mut probe, &mut runloop, reporting, stop_after);
     if let Some(d) = args.for_duration {
         if probe.attached_at.elapsed() >= d {
             eprintln!(

@@ -6,10 +6,10 @@ use std::mem::MaybeUninit;
 
 use common::frames::*;
 use libbpf_rs::ProgramInput;
-use netprobe::counters::{Counter, XdpStats, PROTOCOLS};
+use netprobe::counters::{Counter, Stats, PROTOCOLS};
 
 /// Runs `frame` through the loaded program once and returns what it counted.
-fn classify(skel: &netprobe::skel::xdp::XdpSkel<'_>, frame: &[u8]) -> (u32, XdpStats) {
+fn classify(skel: &netprobe::skel::xdp::XdpSkel<'_>, frame: &[u8]) -> (u32, Stats) {
     let before = netprobe::xdp::read_stats(skel).unwrap();
     let out = skel
         .progs

@@ -42,11 +42,12 @@ struct np_counter {
 	__u64 bytes;
 };
 
-/* The one value of the per-CPU `xdp_stats` array: a counter per (l3, l4,
+/* The one value of a hook's per-CPU stats array: a counter per (l3, l4,
  * verdict) cell. A packet touches one cell, so counting costs one
  * read-modify-write; user space folds the cells into per-protocol and
- * per-verdict totals. */
-struct np_xdp_stats {
+ * per-verdict totals. The socket filter uses two verdicts: PASS (handed to
+ * the socket) and DROP (filtered out). */
+struct np_stats {
 	struct np_counter cell[NP_L3_MAX][NP_L4_MAX][NP_VERDICT_MAX];
 };
 

@@ -42,7 +42,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct np_xdp_stats);
+	__type(value, struct np_stats);
 } xdp_stats SEC(".maps");
 
 /* --redirect: the one target interface, slot 0. */
@@ -187,7 +187,7 @@ int xdp_netprobe(struct xdp_md *ctx)
 	__u32 action = XDP_PASS; /* what the kernel gets */
 	__u32 verdict;            /* what is counted */
 	bool would_drop = false;
-	struct np_xdp_stats *st;
+	struct np_stats *st;
 	struct np_counter *cell;
 	struct np_packet pkt;
 	__u32 zero = 0;
