@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::kprobe::BackendArg;
 use crate::netdev::XdpModeArg;
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,82 @@ pub enum Command {
     /// print or write to pcap the ones a filter lets through
     #[command(after_help = SOCKFILTER_AFTER_HELP)]
     Sockfilter(SockfilterArgs),
+
+    /// Count calls of kernel functions (kprobe, fentry or tracepoint); return values,
+    /// latency, and one event per TCP connect
+    #[command(after_help = KPROBE_AFTER_HELP)]
+    Kprobe(KprobeArgs),
+
+    /// List what netprobe can attach to here: kernel functions, network tracepoints,
+    /// interfaces and their XDP modes
+    List(ListArgs),
+
+    /// Show what this kernel offers netprobe, and how each answer was found
+    Check(CheckArgs),
+}
+
+const KPROBE_AFTER_HELP: &str = "\
+Backends: kprobe (kprobe/kretprobe), fentry (fentry/fexit, BTF trampolines, cheapest), and \
+tracepoint: for tcp_v4_connect and tcp_v6_connect only, the sock:inet_sock_set_state \
+tracepoint from CLOSE to SYN_SENT, which has the addresses and the caller but not the return \
+value, nor the source port when the kernel has not picked it yet. auto uses the best one \
+this kernel loads and says in one line when it falls back, and why.
+
+For tcp_v4_connect and tcp_v6_connect netprobe prints one line per connect, like tcpconnect \
+(PID COMM IP SADDR DADDR DPORT RET), or with --json one {\"event\":\"connect\",...} line each.
+
+Examples:
+  netprobe kprobe tcp_v4_connect
+  netprobe kprobe tcp_v4_connect tcp_v6_connect --json -p 1234
+  netprobe kprobe 'tcp_sendmsg*' --ret --latency --duration 10s
+  netprobe kprobe ip_rcv --backend kprobe";
+
+#[derive(Debug, Args)]
+pub struct KprobeArgs {
+    /// Kernel functions to trace; '*' and '?' expand against the traceable functions
+    #[arg(value_name = "FUNC", required = true)]
+    pub functions: Vec<String>,
+
+    /// How to attach
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// Count return values: 0, each errno, and positive values
+    #[arg(long)]
+    pub ret: bool,
+
+    /// Log2 histogram of each function's latency, as funclatency prints it
+    #[arg(long)]
+    pub latency: bool,
+
+    /// Only calls from process PID
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Only calls from user UID
+    #[arg(short = 'u', long = "uid", value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// Only connect events to destination port N
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only names matching PATTERN ('*' and '?'; a plain word matches as a substring)
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// One JSON object instead of the table
+    #[arg(long)]
+    pub json: bool,
 }
 
 const SOCKFILTER_AFTER_HELP: &str = "\

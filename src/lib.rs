@@ -4,9 +4,11 @@
 //! module per hook, e.g. [`xdp`]), whose counters become a
 //! [`output::Snapshot`] that one printer per format shows.
 pub mod bpf_stats;
+pub mod check;
 pub mod cli;
 pub mod counters;
 pub mod decode;
+pub mod kprobe;
 pub mod netdev;
 pub mod output;
 pub mod packet_socket;
@@ -41,5 +43,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Xdp(args) => xdp::run(args),
         Command::Sockfilter(args) => sockfilter::run(args),
+        Command::Kprobe(args) => kprobe::run(args),
+        Command::List(args) => check::list(args),
+        Command::Check(args) => check::check(args),
     }
 }

@@ -1,6 +1,7 @@
 //! Snapshots of what a probe counted, and the printers that show them: a
 //! live table for people, JSON lines for scripts. Every hook fills the same
 //! [`Snapshot`]; the printers know nothing about hooks beyond its header.
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,7 @@ use crate::counters::Counter;
 pub enum Source {
     Xdp { iface: String, mode: &'static str },
     Sockfilter { iface: String },
+    Kprobe { backend: &'static str },
 }
 
 impl Source {
@@ -22,6 +24,7 @@ impl Source {
         match self {
             Source::Xdp { iface, mode } => format!("netprobe xdp {iface} ({mode} mode)"),
             Source::Sockfilter { iface } => format!("netprobe sockfilter on {iface}"),
+            Source::Kprobe { backend } => format!("netprobe kprobe ({backend} backend)"),
         }
     }
 }
@@ -79,12 +82,11 @@ pub fn protocol_rates(
     secs: f64,
 ) -> Named<Rate> {
     let (now, before) = (now.protocols(), before.protocols());
-    Named(
+    Named::new(
         crate::counters::PROTOCOLS
             .iter()
             .enumerate()
-            .map(|(i, name)| (*name, Rate::new(now[i], before[i], secs)))
-            .collect(),
+            .map(|(i, name)| (*name, Rate::new(now[i], before[i], secs))),
     )
 }
 
@@ -104,13 +106,19 @@ pub fn rule_hits(rules: &[crate::rules::Rule], hits: Vec<Counter>) -> Vec<RuleHi
 
 /// Named values that serialize as a JSON object in their given order.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Named<T>(pub Vec<(&'static str, T)>);
+pub struct Named<T>(pub Vec<(Cow<'static, str>, T)>);
+
+impl<T> Named<T> {
+    pub fn new(items: impl IntoIterator<Item = (impl Into<Cow<'static, str>>, T)>) -> Named<T> {
+        Named(items.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+}
 
 impl<T: Serialize> Serialize for Named<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
+            map.serialize_entry(name.as_ref(), value)?;
         }
         map.end()
     }
@@ -136,9 +144,16 @@ pub struct Snapshot {
     pub interval: Duration,
     #[serde(rename = "elapsed_s", serialize_with = "seconds")]
     pub elapsed: Duration,
-    pub protocols: Named<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Named<Rate>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdicts: Option<Named<Counter>>,
+    /// Per traced function (kprobe hook).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Named<FunctionReport>>,
+    /// Events the ring buffer had no room for (kprobe hook).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_lost: Option<u64>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureCounts>,
     /// Hits per rule, in rule order (hooks with rules only).
@@ -160,6 +175,43 @@ pub struct RuleHits {
     pub action: &'static str,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// One traced function: calls, and with --ret / --latency what they returned
+/// and how long they took.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FunctionReport {
+    pub calls: u64,
+    #[serde(serialize_with = "milli")]
+    pub per_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returns: Option<Named<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Vec<LatencyBucket>>,
+}
+
+/// Calls that took from `lo_ns` up to `hi_ns` nanoseconds (log2 buckets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LatencyBucket {
+    pub lo_ns: u64,
+    pub hi_ns: u64,
+    pub count: u64,
+}
+
+/// The non-empty log2 buckets of a histogram, with the empty ones between
+/// them, as funclatency prints them.
+pub fn latency_buckets(slots: &[u64]) -> Vec<LatencyBucket> {
+    let Some(last) = slots.iter().rposition(|&c| c > 0) else {
+        return Vec::new();
+    };
+    let first = slots.iter().position(|&c| c > 0).unwrap_or(0);
+    (first..=last)
+        .map(|i| LatencyBucket {
+            lo_ns: if i == 0 { 0 } else { 1 << i },
+            hi_ns: (1u64 << (i + 1)) - 1,
+            count: slots[i],
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -260,22 +312,30 @@ impl TablePrinter {
             None => {}
         }
         let rate_label = if snapshot.is_final { "avg" } else { "now" };
-        s += &format!(
-            "{:<10} {:>14} {:>16} {:>12} {:>12}\n",
-            "PROTOCOL",
-            "PACKETS",
-            "BYTES",
-            format!("PKT/S {rate_label}"),
-            format!("BIT/S {rate_label}")
-        );
-        for (name, r) in &snapshot.protocols.0 {
+        if let Some(protocols) = &snapshot.protocols {
             s += &format!(
-                "{name:<10} {:>14} {:>16} {:>12} {:>12}\n",
-                r.packets,
-                r.bytes,
-                si(r.pps),
-                si(r.bps)
+                "{:<10} {:>14} {:>16} {:>12} {:>12}\n",
+                "PROTOCOL",
+                "PACKETS",
+                "BYTES",
+                format!("PKT/S {rate_label}"),
+                format!("BIT/S {rate_label}")
             );
+            for (name, r) in &protocols.0 {
+                s += &format!(
+                    "{name:<10} {:>14} {:>16} {:>12} {:>12}\n",
+                    r.packets,
+                    r.bytes,
+                    si(r.pps),
+                    si(r.bps)
+                );
+            }
+        }
+        if let Some(functions) = &snapshot.functions {
+            s += &Self::render_functions(functions, rate_label);
+        }
+        if let Some(lost) = snapshot.events_lost.filter(|&n| n > 0) {
+            s += &format!("events lost (ring buffer full): {lost}\n");
         }
         if let Some(verdicts) = &snapshot.verdicts {
             s += &format!("{:<10} {:>14} {:>16}\n", "VERDICT", "PACKETS", "BYTES");
@@ -322,6 +382,46 @@ impl TablePrinter {
     }
 }
 
+impl TablePrinter {
+    fn render_functions(functions: &Named<FunctionReport>, rate_label: &str) -> String {
+        let mut s = format!(
+            "{:<32} {:>14} {:>12}\n",
+            "FUNCTION",
+            "CALLS",
+            format!("CALLS/S {rate_label}")
+        );
+        for (name, f) in &functions.0 {
+            s += &format!("{name:<32} {:>14} {:>12}\n", f.calls, si(f.per_sec));
+        }
+        for (name, f) in &functions.0 {
+            if let Some(returns) = &f.returns {
+                s += &format!("\n{name} returned:\n");
+                for (value, count) in &returns.0 {
+                    s += &format!("  {value:<20} {count:>12}\n");
+                }
+            }
+            if let Some(buckets) = &f.latency {
+                let max = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+                s += &format!(
+                    "\n{name} latency:\n{:>26}     : count     distribution\n",
+                    "nsecs"
+                );
+                for b in buckets {
+                    let stars = (b.count * 40).div_ceil(max) as usize;
+                    s += &format!(
+                        "{:>12} -> {:<12} : {:<9} |{:<40}|\n",
+                        b.lo_ns,
+                        b.hi_ns,
+                        b.count,
+                        "*".repeat(stars.min(40))
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
 impl Printer for TablePrinter {
     fn print(&mut self, snapshot: &Snapshot) -> io::Result<()> {
         let text = Self::render(snapshot);
@@ -350,7 +450,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             interval: Duration::from_millis(1000),
             elapsed: Duration::from_millis(3000),
-            protocols: Named(vec![
+            protocols: Some(Named::new(vec![
                 (
                     "ipv4",
                     Rate::new(
@@ -376,10 +476,12 @@ mod tests {
                         3.0,
                     ),
                 ),
-            ]),
+            ])),
+            functions: None,
+            events_lost: None,
             rules: None,
             top_sources: None,
-            verdicts: Some(Named(vec![("pass", Counter::new(10, 600))])),
+            verdicts: Some(Named::new(vec![("pass", Counter::new(10, 600))])),
             capture: None,
             cost_ns_per_packet: None,
             is_final,
@@ -438,6 +540,54 @@ mod tests {
                 "9 seen by the filter, 5 matched, 4 delivered, 1 dropped by the socket, 4 captured"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn latency_buckets_span_first_to_last_non_empty() {
+        let mut slots = [0u64; 64];
+        slots[3] = 2;
+        slots[6] = 5;
+        let b = latency_buckets(&slots);
+        assert_eq!(b.len(), 4);
+        assert_eq!((b[0].lo_ns, b[0].hi_ns, b[0].count), (8, 15, 2));
+        assert_eq!((b[3].lo_ns, b[3].hi_ns, b[3].count), (64, 127, 5));
+        assert_eq!(b.iter().map(|x| x.count).sum::<u64>(), 7);
+        assert!(latency_buckets(&[0; 64]).is_empty());
+    }
+
+    #[test]
+    fn function_table_looks_like_funclatency() {
+        let mut s = snapshot(true);
+        s.protocols = None;
+        s.verdicts = None;
+        s.source = Source::Kprobe { backend: "kprobe" };
+        let mut slots = [0u64; 64];
+        slots[10] = 4;
+        s.functions = Some(Named::new(vec![(
+            "tcp_v4_connect",
+            FunctionReport {
+                calls: 4,
+                per_sec: 1.0,
+                returns: Some(Named::new(vec![("0", 3), ("ECONNREFUSED", 1)])),
+                latency: Some(latency_buckets(&slots)),
+            },
+        )]));
+        let text = TablePrinter::render(&s);
+        assert!(text.contains("tcp_v4_connect"), "{text}");
+        assert!(text.contains("ECONNREFUSED"), "{text}");
+        assert!(text.contains("        1024 -> 2047         : 4         |****************************************|"), "{text}");
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["hook"], "kprobe");
+        assert_eq!(v["backend"], "kprobe");
+        assert_eq!(v["functions"]["tcp_v4_connect"]["calls"], 4);
+        assert_eq!(
+            v["functions"]["tcp_v4_connect"]["returns"]["ECONNREFUSED"],
+            1
+        );
+        assert_eq!(
+            v["functions"]["tcp_v4_connect"]["latency"][0]["lo_ns"],
+            1024
         );
     }
 

@@ -11,6 +11,10 @@ pub mod xdp {
     include!(concat!(env!("OUT_DIR"), "/xdp.skel.rs"));
 }
 
+pub mod kprobe {
+    include!(concat!(env!("OUT_DIR"), "/kprobe.skel.rs"));
+}
+
 pub mod sockfilter {
     include!(concat!(env!("OUT_DIR"), "/sockfilter.skel.rs"));
 }

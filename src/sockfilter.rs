@@ -267,8 +267,10 @@ impl Probe for SockProbe<'_> {
             time: SystemTime::now(),
             interval,
             elapsed: now - self.attached_at,
-            protocols: output::protocol_rates(&stats, &before, secs(interval)),
+            protocols: Some(output::protocol_rates(&stats, &before, secs(interval))),
             verdicts: None,
+            functions: None,
+            events_lost: None,
             capture: Some(CaptureCounts {
                 seen,
                 matched: verdicts[PASSED].packets,

@@ -287,8 +287,7 @@ impl Probe for XdpProbe<'_> {
         let verdict_totals = stats.verdicts();
         let verdicts = VERDICT_DISPLAY_ORDER
             .iter()
-            .map(|&i| (VERDICT_NAMES[i], verdict_totals[i]))
-            .collect();
+            .map(|&i| (VERDICT_NAMES[i], verdict_totals[i]));
         Ok(Snapshot {
             source: Source::Xdp {
                 iface: self.iface.clone(),
@@ -297,8 +296,10 @@ impl Probe for XdpProbe<'_> {
             time: SystemTime::now(),
             interval,
             elapsed: now - self.attached_at,
-            protocols,
-            verdicts: Some(Named(verdicts)),
+            protocols: Some(protocols),
+            verdicts: Some(Named::new(verdicts)),
+            functions: None,
+            events_lost: None,
             capture: None,
             rules: self.rule_hits()?,
             top_sources: self.top.map(|n| top_sources(&self.skel, n)).transpose()?,

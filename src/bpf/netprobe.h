@@ -121,4 +121,34 @@ struct np_addr {
 	__u8 addr[16];
 };
 
+/* netprobe kprobe: one program instance per traced function. */
+#define NP_LATENCY_SLOTS 64
+
+/* The one value of the per-CPU `func_stats` array. */
+struct np_func_stats {
+	__u64 calls;
+	__u64 returns;
+	__u64 events;
+	__u64 lost_events; /* ring buffer full: events not delivered */
+	__u64 latency[NP_LATENCY_SLOTS]; /* log2 buckets of nanoseconds */
+};
+
+/* One connect() as seen by tcp_v4_connect/tcp_v6_connect probes. */
+struct np_connect_event {
+	__u64 ts_ns;
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	__s32 ret;
+	__u32 netns;
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 sport;  /* host byte order; 0 when not yet assigned */
+	__u16 dport;  /* host byte order */
+	__u8 has_ret; /* the backend saw the return value */
+	__u8 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[16];
+};
+
 #endif /* NETPROBE_H */
