@@ -471,7 +471,7 @@ impl ConnectEvent {
         String::from_utf8_lossy(&self.comm[..len]).into_owned()
     }
 
-    fn to_json(&self) -> ConnectJson {
+    fn json(&self) -> ConnectJson {
         ConnectJson {
             event: "connect",
             time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
@@ -576,7 +576,7 @@ impl KprobeProbe<'_> {
         let events: Vec<ConnectEvent> = self.pending.borrow_mut().drain(..).collect();
         for ev in events {
             if self.json {
-                serde_json::to_writer(&mut self.out, &ev.to_json())?;
+                serde_json::to_writer(&mut self.out, &ev.json())?;
                 self.out.write_all(b"\n")?;
             } else {
                 if !self.header_printed {
