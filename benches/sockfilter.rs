@@ -28,6 +28,8 @@ struct Outcome {
 
 /// Starts `args` in B's namespace, blasts the frames from A, stops it with
 /// SIGINT, and returns the sender's rate and the process's CPU time.
+// The child is reaped with wait4(2), which also returns its rusage.
+#[allow(clippy::zombie_processes)]
 fn measure(net: &Pair, conf: &TrafgenConf, args: &[&str]) -> Outcome {
     let dir = std::env::temp_dir();
     let (out_path, err_path) = (
