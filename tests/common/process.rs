@@ -151,6 +151,18 @@ impl Running {
         panic!("condition not met within {timeout:?}; last line: {last}");
     }
 
+    /// Waits for netprobe to end by itself; returns its code and raw output.
+    pub fn finish(mut self) -> Finished {
+        let status = self.child.wait().expect("waiting for netprobe");
+        let stdout: Vec<String> = self.stdout.try_iter().collect();
+        self.stderr_seen.extend(self.stderr.try_iter());
+        Finished {
+            code: status.code(),
+            stdout: stdout.join("\n"),
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(self.pid(), sig).expect("signalling netprobe");
     }

@@ -1,0 +1,377 @@
+//! `netprobe kprobe`, `list` and `check` on this host's kernel, which has no
+//! kprobes and refuses fentry: auto must pick the tracepoint for connects,
+//! count exactly, and refuse everything else in one line. The kprobe and
+//! fentry backends are tested in VMs (`make vmtest`).
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::netns::Netns;
+use common::process::{run, Running};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A shell in `ns` that, once told to, makes `n` TCP connects to `addr` port
+/// `port` from its own pid (a redirection on `:` runs in the shell itself).
+struct Connector {
+    child: Child,
+}
+
+impl Connector {
+    fn new(ns: &Netns, wrapper: &[&str], n: usize, addr: &str, port: u16) -> Connector {
+        let script = format!("read go; for i in $(seq {n}); do : 3<>/dev/tcp/{addr}/{port}; done 2>/dev/null; exit 0");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(wrapper)
+            .args(["bash", "-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Connector { child }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn go(mut self) {
+        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+fn events(np: &mut Running, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = np.next_json(TIMEOUT).expect("a connect event");
+        if v["event"] == "connect" {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn netns_inode(ns: &Netns) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino()
+}
+
+#[test]
+fn auto_picks_the_tracepoint_and_counts_connects_exactly() {
+    common::require_root();
+    let ns = Netns::new();
+    let v4 = Connector::new(&ns, &[], 7, "127.0.0.1", 9);
+    let pid = v4.pid();
+    let mut np = Running::start(
+        None,
+        &[
+            "kprobe",
+            "tcp_v4_connect",
+            "tcp_v6_connect",
+            "-p",
+            &pid,
+            "--json",
+            "--interval",
+            "100ms",
+        ],
+    );
+    assert!(
+        np.stderr_seen
+            .iter()
+            .any(|l| l.contains("using the tracepoint backend") && l.contains("no kprobes")),
+        "{:?}",
+        np.stderr_seen
+    );
+    v4.go();
+    let got = events(&mut np, 7);
+    for e in &got {
+        assert_eq!(e["pid"].to_string(), pid);
+        assert_eq!(
+            (e["ip"].as_u64(), e["daddr"].as_str(), e["saddr"].as_str()),
+            (Some(4), Some("127.0.0.1"), Some("127.0.0.1"))
+        );
+        assert_eq!(e["dport"], 9);
+        assert_eq!(
+            e["ret"],
+            Value::Null,
+            "the tracepoint cannot see return values"
+        );
+        assert_eq!(e["comm"], "bash");
+        assert_eq!(e["uid"], 0);
+        assert_eq!(e["netns"].as_u64(), Some(netns_inode(&ns)));
+    }
+    let (code, last) = np.stop(Signal::SIGINT);
+    let last = last.unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(last["backend"], "tracepoint");
+    assert_eq!(last["functions"]["tcp_v4_connect"]["calls"], 7);
+    assert_eq!(last["functions"]["tcp_v6_connect"]["calls"], 0);
+    assert_eq!(last["events_lost"], 0);
+}
+
+#[test]
+fn ipv6_connects_and_filters() {
+    common::require_root();
+    let ns = Netns::new();
+    // --port: only connects to port 9 are events; all are calls.
+    let c = Connector::new(&ns, &[], 4, "::1", 9);
+    let pid = c.pid();
+    let mut np = Running::start(
+        None,
+        &[
+            "kprobe",
+            "tcp_v6_connect",
+            "-p",
+            &pid,
+            "--port",
+            "9",
+            "--json",
+            "--interval",
+            "100ms",
+        ],
+    );
+    c.go();
+    let got = events(&mut np, 4);
+    assert!(got
+        .iter()
+        .all(|e| e["ip"] == 6 && e["daddr"] == "::1" && e["dport"] == 9));
+    let (_, last) = np.stop(Signal::SIGINT);
+    assert_eq!(last.unwrap()["functions"]["tcp_v6_connect"]["calls"], 4);
+
+    let c = Connector::new(&ns, &[], 3, "::1", 10);
+    let pid = c.pid();
+    let np = Running::start(
+        None,
+        &[
+            "kprobe",
+            "tcp_v6_connect",
+            "-p",
+            &pid,
+            "--port",
+            "9",
+            "--json",
+            "--interval",
+            "100ms",
+        ],
+    );
+    c.go();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, last) = np.stop(Signal::SIGINT);
+    let last = last.unwrap();
+    assert_eq!(
+        last["event"],
+        Value::Null,
+        "no event for port 10: the last line is the summary"
+    );
+    assert_eq!(last["functions"]["tcp_v6_connect"]["calls"], 3);
+
+    // -u: connects made as uid 65534.
+    let c = Connector::new(
+        &ns,
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        5,
+        "127.0.0.1",
+        9,
+    );
+    let pid = c.pid();
+    let mut np = Running::start(
+        None,
+        &[
+            "kprobe",
+            "tcp_v4_connect",
+            "-u",
+            "65534",
+            "--json",
+            "--interval",
+            "100ms",
+        ],
+    );
+    c.go();
+    let got = events(&mut np, 5);
+    assert!(got.iter().all(|e| e["uid"] == 65534), "{got:?}");
+    drop(pid);
+    np.stop(Signal::SIGINT);
+}
+
+#[test]
+fn table_output_is_like_tcpconnect() {
+    common::require_root();
+    let ns = Netns::new();
+    let c = Connector::new(&ns, &[], 2, "127.0.0.1", 9);
+    let pid = c.pid();
+    let np = Running::start(
+        None,
+        &["kprobe", "tcp_v4_connect", "-p", &pid, "--duration", "2s"],
+    );
+    c.go();
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = np.finish();
+    assert_eq!(out.code, Some(0));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "header and two connects: {}", out.stdout);
+    assert!(
+        lines[0].starts_with("PID     COMM             IP SADDR"),
+        "{}",
+        lines[0]
+    );
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(
+            f,
+            vec![
+                pid.as_str(),
+                "bash",
+                "4",
+                "127.0.0.1",
+                "127.0.0.1",
+                "9",
+                "-"
+            ],
+            "{l}"
+        );
+    }
+    // The counters go to stderr at the end, leaving stdout to events.
+    assert!(
+        out.stderr
+            .contains("tcp_v4_connect                                2"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn refusals_are_one_line() {
+    common::require_root();
+    for (args, code, needle) in [
+        (
+            vec!["kprobe", "tcp_v4_connect", "--backend", "kprobe"],
+            1,
+            "kprobe backend: this kernel has no kprobes (CONFIG_KPROBES is not set)",
+        ),
+        (
+            vec!["kprobe", "tcp_v4_connect", "--backend", "fentry"],
+            1,
+            "fentry backend: this kernel refused fentry",
+        ),
+        (
+            vec!["kprobe", "ip_rcv"],
+            1,
+            "no usable backend for ip_rcv: this kernel refused fentry",
+        ),
+        (
+            vec!["kprobe", "ip_rcv", "--backend", "tracepoint"],
+            1,
+            "covers only tcp_v4_connect and tcp_v6_connect",
+        ),
+        (
+            vec!["kprobe", "tcp_v4_connect", "--ret"],
+            1,
+            "cannot give --ret or --latency",
+        ),
+        (
+            vec![
+                "kprobe",
+                "tcp_v4_connect",
+                "--backend",
+                "tracepoint",
+                "--latency",
+            ],
+            2,
+            "--ret and --latency need the kprobe or fentry backend",
+        ),
+        (
+            vec!["kprobe", "no_such_function_xyz"],
+            2,
+            "no traceable kernel function 'no_such_function_xyz'",
+        ),
+        (vec!["kprobe", "tcp_*"], 2, "at most 32"),
+        (
+            vec!["kprobe", "zz_no_match_*"],
+            2,
+            "no traceable kernel pattern 'zz_no_match_*'",
+        ),
+        (vec!["kprobe"], 2, "required arguments were not provided"),
+        (
+            vec!["kprobe", "tcp_v4_connect", "--backend", "magic"],
+            2,
+            "invalid value 'magic'",
+        ),
+    ] {
+        let out = run(None, &args);
+        assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(needle),
+            "{args:?}: {needle:?} not in {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn list_and_check_describe_this_kernel() {
+    common::require_root();
+    let out = run(None, &["list", "inet_sock"]);
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout
+            .contains("Network tracepoints (1 from kernel BTF):\n  inet_sock_set_state"),
+        "{}",
+        out.stdout
+    );
+    let out = run(None, &["list", "tcp_v?_connect"]);
+    assert!(
+        out.stdout.contains("  tcp_v4_connect\n  tcp_v6_connect\n"),
+        "{}",
+        out.stdout
+    );
+
+    let ns = Netns::new();
+    ns.sh(&[
+        "ip", "link", "add", "vcheck0", "type", "veth", "peer", "name", "vcheck1",
+    ]);
+    let out = run(Some(&ns.name), &["check", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let find = |what: &str| {
+        v["check"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["what"] == what)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(find("BTF")["available"], true);
+    assert_eq!(find("kprobes")["available"], false);
+    assert_eq!(find("fentry")["available"], false);
+    assert_eq!(find("ring buffer")["available"], true);
+    assert_eq!(
+        find("tracepoint sock:inet_sock_set_state")["available"],
+        true
+    );
+    let xdp: Vec<String> = v["check"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["what"] == "XDP")
+        .map(|f| f["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(xdp.contains(&"vcheck0: native, skb".to_string()), "{xdp:?}");
+    assert!(xdp.contains(&"lo: skb".to_string()), "{xdp:?}");
+    assert!(find("capabilities")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("CAP_BPF"));
+}
