@@ -8,11 +8,13 @@ NETPROBE := target/release/netprobe
 # Build: clang/llvm compile the BPF C, libelf/zlib/pkg-config build the
 # vendored libbpf. Run and test: iproute2 (namespaces, veth), bpftool
 # (make vmlinux), netsniff-ng (trafgen), xdp-tools/libxdp1 (a peer program to
-# replace, and the benchmark's peer), tcpdump, ping, setpriv (util-linux).
+# replace, and the benchmark's peer), tcpdump, ping, setpriv (util-linux),
+# nftables and ethtool. Kernel matrix (make vmtest): qemu, busybox, cpio, xz.
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make \
-	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps nftables
+	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps nftables \
+	qemu-system-x86 busybox-static cpio xz-utils
 
-.PHONY: all setup build test lint unit demo bench vmlinux clean
+.PHONY: all setup build test lint unit vmtest demo bench vmlinux clean
 
 all: build
 
@@ -35,9 +37,15 @@ lint: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# Everything, as root: unit tests, BPF_PROG_TEST_RUN, namespaces and live traffic.
+# Everything, as root: unit tests, BPF_PROG_TEST_RUN, namespaces and live
+# traffic, then the kernel matrix with the binary the tests just built.
 test: setup lint
 	$(CARGO) test --locked
+	scripts/vmtest.sh target/debug/netprobe
+
+# The kernel matrix alone: Debian 6.1 and 6.12 under qemu, and this host.
+vmtest: build
+	scripts/vmtest.sh $(NETPROBE)
 
 # Only the tests that need no root.
 unit: setup

@@ -1,0 +1,161 @@
+#!/bin/sh
+# The kernel-matrix scenarios: run in each VM kernel by its /init, and on the
+# host by scripts/vmtest.sh. POSIX sh (busybox in the VMs). Prints one
+# "VMTEST ok|FAIL name: detail" line per check and a closing
+# "VMTEST summary pass=N fail=N".
+#
+# usage: scenarios.sh NETPROBE AVAILABLE_BACKENDS AUTO_BACKEND
+#   AVAILABLE_BACKENDS: the backends this kernel must attach with, e.g. "kprobe fentry tracepoint"
+#   AUTO_BACKEND: what --backend auto must pick here
+NP=$1
+# busybox sh prefers its own applets: the VMs pass iproute2 and util-linux by path.
+IP=${IP:-ip}
+SETPRIV=${SETPRIV:-setpriv}
+AVAILABLE=$2
+AUTO=$3
+N=5                # connects per run
+USER_ID=4242       # connects run as this uid; netprobe filters on it (-u)
+WORK=$(mktemp -d)
+pass=0
+fail=0
+
+ok() { echo "VMTEST ok $1"; pass=$((pass + 1)); }
+bad() { echo "VMTEST FAIL $1: $2"; fail=$((fail + 1)); }
+
+# N connects to a closed port on loopback, as the test user, each its own nc.
+connects() {
+	i=0
+	while [ $i -lt "$1" ]; do
+		$SETPRIV --reuid=$USER_ID --regid=$USER_ID --clear-groups busybox nc -w 1 127.0.0.1 "${2:-9}" </dev/null >/dev/null 2>"$WORK/connect.err"
+		i=$((i + 1))
+	done
+}
+
+# Starts the command in the background, output in $WORK/out and $WORK/err,
+# and waits (up to 60 s) until netprobe says it is attached, or is gone.
+start() {
+	"$@" >"$WORK/out" 2>"$WORK/err" &
+	NP_PID=$!
+	t=0
+	while [ $t -lt 600 ]; do
+		grep -q attached "$WORK/err" 2>/dev/null && return 0
+		kill -0 $NP_PID 2>/dev/null || return 1
+		sleep 0.1
+		t=$((t + 1))
+	done
+	return 1
+}
+
+stop() {
+	sleep 1
+	kill -INT $NP_PID
+	wait $NP_PID
+}
+
+final() { grep '"final":true' "$WORK/out"; }
+count_events() { grep -c '"event":"connect"' "$WORK/out"; }
+
+# 1. tcp_v4_connect with each backend forced: exact calls, events with the
+#    right addresses and ports, return values where the backend sees them.
+for backend in kprobe fentry tracepoint; do
+	name="connect-$backend"
+	case " $AVAILABLE " in
+	*" $backend "*) ;;
+	*)
+		# Not available here: must refuse in one line, with a non-zero exit.
+		if "$NP" kprobe tcp_v4_connect --backend $backend --duration 1s >"$WORK/out" 2>"$WORK/err"; then
+			bad "$name" "attached although this kernel should refuse"
+		elif [ "$(wc -l <"$WORK/err")" -eq 1 ] && grep -q "$backend backend: this kernel" "$WORK/err"; then
+			ok "$name-refused: $(cat "$WORK/err")"
+		else
+			bad "$name" "refusal not one clear line: $(cat "$WORK/err")"
+		fi
+		continue
+		;;
+	esac
+	if ! start "$NP" kprobe tcp_v4_connect --backend $backend --json -u $USER_ID --interval 200ms; then
+		bad "$name" "did not attach: $(cat "$WORK/err")"
+		continue
+	fi
+	connects $N 9
+	stop
+	last=$(final)
+	events=$(count_events)
+	if ! echo "$last" | grep -q "\"backend\":\"$backend\".*\"tcp_v4_connect\":{\"calls\":$N,"; then
+		bad "$name" "calls: $last; the connect helper said: $(cat "$WORK/connect.err")"
+	elif [ "$events" -ne $N ]; then
+		bad "$name" "$events connect events, want $N"
+	elif [ "$(grep '"event":"connect"' "$WORK/out" | grep -c "\"uid\":$USER_ID,\"ip\":4,\"saddr\":\"127.0.0.1\",\"daddr\":\"127.0.0.1\"")" -ne $N ]; then
+		bad "$name" "addresses: $(grep -m1 connect "$WORK/out")"
+	elif [ "$(grep '"event":"connect"' "$WORK/out" | grep -c '"dport":9,')" -ne $N ]; then
+		bad "$name" "ports: $(grep -m1 connect "$WORK/out")"
+	elif [ $backend = tracepoint ] && [ "$(grep -c '"ret":null' "$WORK/out")" -ne $N ]; then
+		bad "$name" "the tracepoint cannot see ret, so it must be null"
+	elif [ $backend != tracepoint ] && [ "$(grep -c '"ret":0,' "$WORK/out")" -ne $N ]; then
+		bad "$name" "tcp_v4_connect returns 0 for a connect the peer refuses later: $(grep -m1 connect "$WORK/out")"
+	elif [ $backend != tracepoint ] && [ "$(grep '"event":"connect"' "$WORK/out" | grep -c '"sport":null')" -ne 0 ]; then
+		bad "$name" "the return probe runs after the source port is picked"
+	else
+		ok "$name: $N calls, $N events"
+	fi
+done
+
+# 2. --ret and --latency: histogram total equals calls, returns counted.
+for backend in kprobe fentry; do
+	case " $AVAILABLE " in *" $backend "*) ;; *) continue ;; esac
+	name="ret-latency-$backend"
+	if ! start "$NP" kprobe tcp_v4_connect --backend $backend --ret --latency --json -u $USER_ID --interval 200ms; then
+		bad "$name" "did not attach: $(cat "$WORK/err")"
+		continue
+	fi
+	connects $N 9
+	stop
+	last=$(final)
+	total=$(echo "$last" | sed 's/"count":/\n"count":/g' | sed -n 's/^"count":\([0-9]*\).*/\1/p' | awk '{s += $1} END {print s + 0}')
+	if ! echo "$last" | grep -q "\"calls\":$N,.*\"returns\":{\"0\":$N}"; then
+		bad "$name" "returns: $last"
+	elif [ "$total" -ne $N ]; then
+		bad "$name" "latency histogram holds $total calls, want $N: $last"
+	else
+		ok "$name: returns {0: $N}, histogram total $total"
+	fi
+done
+
+# 3. auto picks the best backend and says which.
+if start "$NP" kprobe tcp_v4_connect --json -u $USER_ID --interval 200ms; then
+	connects 1 9
+	stop
+	got=$(final | sed -n 's/.*"backend":"\([a-z]*\)".*/\1/p')
+	case " $AUTO " in
+	*" $got "*) ok "auto: $got ($(grep -m1 'using\|attached' "$WORK/err"))" ;;
+	*) bad auto "picked '$got', want one of: $AUTO" ;;
+	esac
+else
+	bad auto "did not attach: $(cat "$WORK/err")"
+fi
+
+# 4. netprobe xdp on a veth pair between two namespaces: exact ICMP count.
+A=npvma$$
+B=npvmb$$
+$IP netns add $A && $IP netns add $B &&
+	$IP link add va netns $A type veth peer name vb netns $B &&
+	$IP -n $A link set va up && $IP -n $B link set vb up &&
+	$IP -n $A addr add 198.18.0.1/24 dev va && $IP -n $B addr add 198.18.0.2/24 dev vb
+if ! $IP netns exec $B true 2>/dev/null; then
+	bad xdp-veth "could not make the test network"
+elif start $IP netns exec $B "$NP" xdp vb --json --interval 200ms; then
+	$IP netns exec $A ping -c $N -i 0.2 -q 198.18.0.2 >/dev/null 2>&1
+	stop
+	if final | grep -q "\"icmp\":{\"packets\":$N,\"bytes\":$((N * 98)),"; then
+		ok "xdp-veth: $N echo requests of 98 bytes ($(final | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p') mode)"
+	else
+		bad xdp-veth "$(final)"
+	fi
+else
+	bad xdp-veth "did not attach: $(cat "$WORK/err")"
+fi
+$IP netns del $A 2>/dev/null
+$IP netns del $B 2>/dev/null
+
+rm -rf "$WORK"
+echo "VMTEST summary pass=$pass fail=$fail"
