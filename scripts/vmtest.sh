@@ -4,9 +4,16 @@
 # and runs tests/vm/scenarios.sh there, where kprobes and fentry work; then
 # runs the same scenarios on this host's kernel, where they do not.
 # Kernel packages are cached outside the repository, in $CACHE.
+# With --bench first, it runs the connect() cost benchmark instead and prints
+# "VMBENCH kernel backend ns_per_connect" lines (benches/kprobe.rs reads them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${NETPROBE_VMTEST_CACHE:-/var/cache/netprobe-vmtest}
+BENCH=
+if [ "${1:-}" = --bench ]; then
+	BENCH=1
+	shift
+fi
 NETPROBE=${1:-target/release/netprobe}
 KERNELS=(${NETPROBE_VMTEST_KERNELS:-linux-image-6.1.0-47-cloud-amd64 linux-image-6.12.111+deb12-cloud-amd64-unsigned})
 [ "$(id -u)" = 0 ] || { echo "vmtest: run as root" >&2; exit 1; }
@@ -67,8 +74,10 @@ build_initramfs() { # kernel-dir output
 	*) cp "$veth" "$root/lib/veth.ko" ;;
 	esac
 	cp tests/vm/scenarios.sh "$root/scenarios.sh"
-	cat >"$root/init" <<'INIT'
+	[ -z "$BENCH" ] || gcc -O2 -static -o "$root/bin/connect_loop" tests/vm/connect_loop.c
+	cat >"$root/init" <<INIT
 #!/bin/busybox sh
+${BENCH:+export CONNECT_LOOP=/bin/connect_loop}
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -79,7 +88,7 @@ mount -t tmpfs tmpfs /tmp
 mount -t bpf bpf /sys/fs/bpf
 /sbin/ip link set lo up
 insmod /lib/veth.ko
-echo "VMTEST kernel $(uname -r)"
+echo "VMTEST kernel \$(uname -r)"
 IP=/sbin/ip SETPRIV=/sbin/setpriv sh /scenarios.sh /bin/netprobe "kprobe fentry tracepoint" "kprobe fentry"
 poweroff -f
 INIT
@@ -98,8 +107,14 @@ for pkg in "${KERNELS[@]}"; do
 	timeout 900 qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nographic -no-reboot \
 		-kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
 		-append "console=ttyS0 quiet panic=-1" >"$work/$pkg.log" 2>&1 || true
-	tally "$work/$pkg.log" "$(grep -a -m1 'VMTEST kernel' "$work/$pkg.log" | sed 's/.*VMTEST kernel //' || echo "$pkg")"
+	kernel=$(grep -a -m1 'VMTEST kernel' "$work/$pkg.log" | sed 's/.*VMTEST kernel //' | tr -d '\r' || echo "$pkg")
+	if [ -n "$BENCH" ]; then
+		grep -a 'VMBENCH' "$work/$pkg.log" | tr -d '\r' | sed "s/.*VMBENCH /VMBENCH $kernel /"
+		continue
+	fi
+	tally "$work/$pkg.log" "$kernel"
 done
+[ -z "$BENCH" ] || exit 0
 
 echo "vmtest: host kernel" >&2
 sh tests/vm/scenarios.sh "$(realpath "$NETPROBE")" "tracepoint" "tracepoint" >"$work/host.log" 2>&1 || true

@@ -7,6 +7,9 @@
 # usage: scenarios.sh NETPROBE AVAILABLE_BACKENDS AUTO_BACKEND
 #   AVAILABLE_BACKENDS: the backends this kernel must attach with, e.g. "kprobe fentry tracepoint"
 #   AUTO_BACKEND: what --backend auto must pick here
+# With CONNECT_LOOP=path (tests/vm/connect_loop.c, built static), it runs the
+# benchmark instead: ns per connect() with no probe and with each backend,
+# as "VMBENCH backend ns" lines.
 NP=$1
 # busybox sh prefers its own applets: the VMs pass iproute2 and util-linux by path.
 IP=${IP:-ip}
@@ -54,6 +57,19 @@ stop() {
 
 final() { grep '"final":true' "$WORK/out"; }
 count_events() { grep -c '"event":"connect"' "$WORK/out"; }
+
+if [ -n "${CONNECT_LOOP:-}" ]; then
+	echo "VMBENCH none $("$CONNECT_LOOP" 20000 9)"
+	for backend in $AVAILABLE; do
+		if start "$NP" kprobe tcp_v4_connect --backend $backend --json --interval 1h; then
+			echo "VMBENCH $backend $("$CONNECT_LOOP" 20000 9)"
+			stop
+			echo "VMBENCH $backend-calls $(final | sed -n 's/.*"calls":\([0-9]*\).*/\1/p')"
+		fi
+	done
+	rm -rf "$WORK"
+	exit 0
+fi
 
 # 1. tcp_v4_connect with each backend forced: exact calls, events with the
 #    right addresses and ports, return values where the backend sees them.
