@@ -125,6 +125,20 @@ impl Stats {
     }
 }
 
+/// Reads entry 0 of a per-CPU array (a hook's one stats value) and sums it
+/// across CPUs.
+pub fn read_percpu<T>(map: &dyn libbpf_rs::MapCore) -> Result<T>
+where
+    T: plain::Plain + Default + Copy + AddAssign,
+{
+    let name = map.name().to_string_lossy().into_owned();
+    let per_cpu = map
+        .lookup_percpu(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .with_context(|| format!("reading {name}"))?
+        .with_context(|| format!("{name} has no entry 0"))?;
+    sum_percpu(&per_cpu)
+}
+
 /// Sums the per-CPU copies of one map value, as returned by `lookup_percpu`.
 pub fn sum_percpu<T>(per_cpu: &[Vec<u8>]) -> Result<T>
 where

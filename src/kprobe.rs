@@ -22,7 +22,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 use serde::Serialize;
 
 use crate::cli::{KprobeArgs, UsageError};
-use crate::counters::sum_percpu;
+use crate::counters::read_percpu;
 use crate::output::{self, FunctionReport, Named, Snapshot, Source};
 use crate::privilege;
 use crate::runloop::RunLoop;
@@ -542,13 +542,7 @@ struct KprobeProbe<'obj> {
 
 impl KprobeProbe<'_> {
     fn read(&self, t: &Traced<'_>) -> Result<(FuncStats, Option<Named<u64>>)> {
-        let per_cpu = t
-            .skel
-            .maps
-            .func_stats
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)?
-            .context("func_stats has no entry 0")?;
-        let stats: FuncStats = sum_percpu(&per_cpu)?;
+        let stats: FuncStats = read_percpu(&t.skel.maps.func_stats)?;
         let returns = if self.settings.want_ret {
             let map = &t.skel.maps.ret_counts;
             let mut values: Vec<(i32, u64)> = Vec::new();

@@ -100,6 +100,34 @@ pub struct RuleTables<'a, M: MapCore> {
     pub rule_stats: &'a M,
 }
 
+/// The rule tables of any loaded skeleton whose program includes `rules.h`.
+#[macro_export]
+macro_rules! rule_tables {
+    ($skel:expr) => {
+        $crate::rulemaps::RuleTables {
+            addr_trie: &$skel.maps.addr_trie,
+            port_trie: &$skel.maps.port_trie,
+            shape_table: &$skel.maps.shape_table,
+            rules_config: &$skel.maps.rules_config,
+            rules_active: &$skel.maps.rules_active,
+            rule_stats: &$skel.maps.rule_stats,
+        }
+    };
+}
+
+/// Sizes the rule tables of an open skeleton, before load; its program's
+/// `max_rules` must be set to `capacity.rules` too.
+#[macro_export]
+macro_rules! size_rule_tables {
+    ($maps:expr, $capacity:expr) => {{
+        let cap: $crate::rulemaps::Capacity = $capacity;
+        $maps.addr_trie.set_max_entries(cap.entries)?;
+        $maps.port_trie.set_max_entries(cap.entries)?;
+        $maps.shape_table.set_max_entries(cap.entries)?;
+        $maps.rule_stats.set_max_entries(2 * cap.rules)?;
+    }};
+}
+
 /// Table sizes to create the maps with, before load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {

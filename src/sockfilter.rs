@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject};
+use libbpf_rs::{MapMut, OpenObject};
 use serde::Serialize;
 
 use crate::cli::SockfilterArgs;
-use crate::counters::{sum_percpu, Stats};
+use crate::counters::{read_percpu, Stats};
 use crate::decode;
 use crate::netdev;
 use crate::output::{self, CaptureCounts, Snapshot, Source};
@@ -66,38 +66,17 @@ pub fn load<'obj>(
         entries: 1,
     });
     rodata.max_rules = cap.rules;
-    let maps = &mut open.maps;
-    for map in [
-        &mut maps.addr_trie,
-        &mut maps.port_trie,
-        &mut maps.shape_table,
-    ] {
-        map.set_max_entries(cap.entries)?;
-    }
-    maps.rule_stats.set_max_entries(2 * cap.rules)?;
+    crate::size_rule_tables!(open.maps, cap);
     open.load()
         .context("loading the socket filter into the kernel")
 }
 
 pub fn rule_tables<'a, 'obj>(skel: &'a SockfilterSkel<'obj>) -> RuleTables<'a, MapMut<'obj>> {
-    RuleTables {
-        addr_trie: &skel.maps.addr_trie,
-        port_trie: &skel.maps.port_trie,
-        shape_table: &skel.maps.shape_table,
-        rules_config: &skel.maps.rules_config,
-        rules_active: &skel.maps.rules_active,
-        rule_stats: &skel.maps.rule_stats,
-    }
+    crate::rule_tables!(skel)
 }
 
 pub fn read_stats(skel: &SockfilterSkel<'_>) -> Result<Stats> {
-    let per_cpu = skel
-        .maps
-        .sock_stats
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .context("reading sock_stats")?
-        .context("sock_stats has no entry 0")?;
-    sum_percpu(&per_cpu)
+    read_percpu(&skel.maps.sock_stats)
 }
 
 /// The verdict index of frames handed to the socket (NP_VERDICT_PASS).

@@ -18,7 +18,9 @@ use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject};
 
 use crate::bpf_stats::{RunTimeStats, RunTotals};
 use crate::cli::{UsageError, XdpArgs};
-use crate::counters::{sum_percpu, Counter, Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
+use crate::counters::{
+    read_percpu, sum_percpu, Counter, Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES,
+};
 use crate::netdev::{self, XdpMode};
 use crate::output::{self, Named, RuleHits, Snapshot, Source, SourceHits};
 use crate::privilege;
@@ -65,15 +67,8 @@ pub fn load<'obj>(
         entries: 1,
     });
     rodata.max_rules = cap.rules;
+    crate::size_rule_tables!(open.maps, cap);
     let maps = &mut open.maps;
-    for map in [
-        &mut maps.addr_trie,
-        &mut maps.port_trie,
-        &mut maps.shape_table,
-    ] {
-        map.set_max_entries(cap.entries)?;
-    }
-    maps.rule_stats.set_max_entries(2 * cap.rules)?;
     maps.top_sources.set_max_entries(if opts.count_sources {
         TOP_SOURCES_TRACKED
     } else {
@@ -87,25 +82,12 @@ pub fn load<'obj>(
 
 /// The rule tables of a loaded program.
 pub fn rule_tables<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> RuleTables<'a, MapMut<'obj>> {
-    RuleTables {
-        addr_trie: &skel.maps.addr_trie,
-        port_trie: &skel.maps.port_trie,
-        shape_table: &skel.maps.shape_table,
-        rules_config: &skel.maps.rules_config,
-        rules_active: &skel.maps.rules_active,
-        rule_stats: &skel.maps.rule_stats,
-    }
+    crate::rule_tables!(skel)
 }
 
 /// Sums the per-CPU counters of a loaded XDP program.
 pub fn read_stats(skel: &XdpSkel<'_>) -> Result<Stats> {
-    let per_cpu = skel
-        .maps
-        .xdp_stats
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .context("reading xdp_stats")?
-        .context("xdp_stats has no entry 0")?;
-    sum_percpu(&per_cpu)
+    read_percpu(&skel.maps.xdp_stats)
 }
 
 /// `struct np_addr` for an address.
