@@ -1,7 +1,8 @@
-//! `netprobe kprobe`, `list` and `check` on this host's kernel, which has no
-//! kprobes and refuses fentry: auto must pick the tracepoint for connects,
-//! count exactly, and refuse everything else in one line. The kprobe and
-//! fentry backends are tested in VMs (`make vmtest`).
+//! `netprobe kprobe`, `list` and `check` on the running kernel. On this
+//! project's machines it has no kprobes and refuses fentry: auto must pick
+//! the tracepoint for connects, count exactly, and refuse everything else in
+//! one line. Expectations follow what the kernel offers, so the tests hold
+//! on a kernel with kprobes too; `make vmtest` covers kprobe and fentry.
 mod common;
 
 use std::io::Write;
@@ -44,6 +45,25 @@ impl Connector {
     }
 }
 
+fn kprobes_here() -> bool {
+    netprobe::kprobe::kprobe_support().is_ok()
+}
+
+fn fentry_here() -> bool {
+    netprobe::kprobe::fentry_support("tcp_v4_connect").is_ok()
+}
+
+/// The backend auto must pick for tcp_v4_connect here.
+fn auto_backend() -> &'static str {
+    if fentry_here() {
+        "fentry"
+    } else if kprobes_here() {
+        "kprobe"
+    } else {
+        "tracepoint"
+    }
+}
+
 fn events(np: &mut Running, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -81,13 +101,16 @@ fn auto_picks_the_tracepoint_and_counts_connects_exactly() {
             "100ms",
         ],
     );
-    assert!(
-        np.stderr_seen
-            .iter()
-            .any(|l| l.contains("using the tracepoint backend") && l.contains("no kprobes")),
-        "{:?}",
-        np.stderr_seen
-    );
+    let auto = auto_backend();
+    if auto == "tracepoint" {
+        assert!(
+            np.stderr_seen
+                .iter()
+                .any(|l| l.contains("using the tracepoint backend") && l.contains("no kprobes")),
+            "{:?}",
+            np.stderr_seen
+        );
+    }
     v4.go();
     let got = events(&mut np, 7);
     for e in &got {
@@ -97,11 +120,13 @@ fn auto_picks_the_tracepoint_and_counts_connects_exactly() {
             (Some(4), Some("127.0.0.1"), Some("127.0.0.1"))
         );
         assert_eq!(e["dport"], 9);
-        assert_eq!(
-            e["ret"],
-            Value::Null,
-            "the tracepoint cannot see return values"
-        );
+        // The tracepoint cannot see return values; probes on the function can.
+        let ret = if auto == "tracepoint" {
+            Value::Null
+        } else {
+            Value::from(0)
+        };
+        assert_eq!(e["ret"], ret);
         assert_eq!(e["comm"], "bash");
         assert_eq!(e["uid"], 0);
         assert_eq!(e["netns"].as_u64(), Some(netns_inode(&ns)));
@@ -109,7 +134,7 @@ fn auto_picks_the_tracepoint_and_counts_connects_exactly() {
     let (code, last) = np.stop(Signal::SIGINT);
     let last = last.unwrap();
     assert_eq!(code, Some(0));
-    assert_eq!(last["backend"], "tracepoint");
+    assert_eq!(last["backend"], auto);
     assert_eq!(last["functions"]["tcp_v4_connect"]["calls"], 7);
     assert_eq!(last["functions"]["tcp_v6_connect"]["calls"], 0);
     assert_eq!(last["events_lost"], 0);
@@ -354,8 +379,8 @@ fn list_and_check_describe_this_kernel() {
             .unwrap()
     };
     assert_eq!(find("BTF")["available"], true);
-    assert_eq!(find("kprobes")["available"], false);
-    assert_eq!(find("fentry")["available"], false);
+    assert_eq!(find("kprobes")["available"], kprobes_here());
+    assert_eq!(find("fentry")["available"], fentry_here());
     assert_eq!(find("ring buffer")["available"], true);
     assert_eq!(
         find("tracepoint sock:inet_sock_set_state")["available"],
