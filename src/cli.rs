@@ -174,6 +174,15 @@ pub struct OutputArgs {
     /// Stop after this long, e.g. 10s, 5m (default: until Ctrl-C or SIGTERM)
     #[arg(long, value_parser = parse_positive_duration, value_name = "D")]
     pub duration: Option<Duration>,
+
+    /// Serve the counters at http://ADDR/metrics for Prometheus; a bare PORT or
+    /// :PORT means loopback (127.0.0.1:PORT); port 0 picks a free one
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    pub prometheus: Option<std::net::SocketAddr>,
+
+    /// Print no counters (errors still go to stderr); with --prometheus, serve only
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -100,6 +100,41 @@ impl Stats {
         out
     }
 
+    /// Totals per (protocol, verdict): rows in [`PROTOCOLS`] order, columns
+    /// indexed by verdict.
+    pub fn protocol_verdicts(&self) -> [[Counter; VERDICT_NAMES.len()]; PROTOCOLS.len()] {
+        let mut out = [[Counter::default(); VERDICT_NAMES.len()]; PROTOCOLS.len()];
+        for (l3, by_l4) in self.cell.iter().enumerate() {
+            for (l4, by_verdict) in by_l4.iter().enumerate() {
+                for (v, &c) in by_verdict.iter().enumerate() {
+                    out[L3_PROTOCOL[l3]][v] += c;
+                    if let Some(p) = L4_PROTOCOL[l4] {
+                        out[p][v] += c;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The non-empty (protocol, verdict) totals, with the verdicts named by
+    /// `verdict_name` (None: not a verdict this hook uses).
+    pub fn named_protocol_verdicts(
+        &self,
+        verdict_name: impl Fn(usize) -> Option<&'static str>,
+    ) -> Vec<(&'static str, &'static str, Counter)> {
+        let table = self.protocol_verdicts();
+        let mut out = Vec::new();
+        for (p, row) in table.iter().enumerate() {
+            for (v, &c) in row.iter().enumerate() {
+                if let Some(name) = verdict_name(v) {
+                    out.push((PROTOCOLS[p], name, c));
+                }
+            }
+        }
+        out
+    }
+
     /// Totals per verdict, indexed by XDP action.
     pub fn verdicts(&self) -> [Counter; VERDICT_NAMES.len()] {
         let mut out = [Counter::default(); VERDICT_NAMES.len()];
@@ -215,6 +250,21 @@ mod tests {
         let v = s.verdicts();
         assert_eq!(v[PASS], Counter::new(8, 390));
         assert_eq!(v[DROP], Counter::new(2, 120));
+    }
+
+    #[test]
+    fn protocol_verdicts_are_the_joint_table() {
+        let mut s = Stats::default();
+        s.cell[IPV4][UDP][PASS] = Counter::new(3, 300);
+        s.cell[IPV4][UDP][DROP] = Counter::new(2, 200);
+        let t = s.protocol_verdicts();
+        assert_eq!(t[0][PASS], Counter::new(3, 300), "ipv4 pass");
+        assert_eq!(t[4][DROP], Counter::new(2, 200), "udp drop");
+        let rows: u64 = t.iter().flatten().map(|c| c.packets).sum();
+        assert_eq!(
+            rows, 10,
+            "each frame in one network class and one transport class"
+        );
     }
 
     #[test]

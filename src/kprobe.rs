@@ -630,6 +630,7 @@ impl Probe for KprobeProbe<'_> {
             top_sources: None,
             cost_ns_per_packet: None,
             is_final,
+            by_protocol_verdict: None,
         })
     }
 
@@ -678,6 +679,10 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         filter_port: args.port.unwrap_or(0),
     };
 
+    // Event lines own stdout; then the counters go to stderr at the end.
+    let has_events = functions.iter().any(|f| connect_family(f).is_some());
+    let events_as_lines = has_events && !args.output.json;
+    let reporting = Reporting::new(&args.output, !events_as_lines, events_as_lines)?;
     let mut runloop = RunLoop::new(args.output.interval)?;
     let mut storages: Vec<Box<MaybeUninit<OpenObject>>> = functions
         .iter()
@@ -717,7 +722,6 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         }
         Some(builder.build().context("setting up the ring buffer")?)
     };
-    let has_events = ring.is_some();
     eprintln!(
         "netprobe: {} backend attached to {}; Ctrl-C to stop",
         backend,
@@ -735,13 +739,6 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         header_printed: false,
         attached_at,
         last: (attached_at, vec![0; functions.len()]),
-    };
-    // Event lines own stdout; then the counters go to stderr at the end.
-    let events_as_lines = has_events && !args.output.json;
-    let reporting = Reporting {
-        json: args.output.json,
-        periodic: !events_as_lines,
-        to_stderr: events_as_lines,
     };
     session::run(&mut probe, &mut runloop, reporting, args.output.duration)
 }

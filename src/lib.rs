@@ -9,6 +9,7 @@ pub mod cli;
 pub mod counters;
 pub mod decode;
 pub mod kprobe;
+pub mod metrics;
 pub mod netdev;
 pub mod output;
 pub mod packet_socket;

@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub cost_ns_per_packet: Option<Option<f64>>,
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// Totals per (protocol, verdict), for the Prometheus exposition.
+    #[serde(skip)]
+    pub by_protocol_verdict: Option<Vec<(&'static str, &'static str, Counter)>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -485,6 +488,7 @@ mod tests {
             capture: None,
             cost_ns_per_packet: None,
             is_final,
+            by_protocol_verdict: None,
         }
     }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
+use crate::cli::OutputArgs;
+use crate::metrics::Exporter;
 use crate::output::{self, Snapshot};
 use crate::runloop::{RunLoop, Wake};
 
@@ -36,13 +38,34 @@ pub trait Probe {
 }
 
 /// Where snapshots go and when.
-#[derive(Clone, Copy, Debug)]
 pub struct Reporting {
     pub json: bool,
     /// Print a snapshot at every interval, not just the final one.
     pub periodic: bool,
     /// Snapshots go to stderr, leaving stdout to the probe's own output.
     pub to_stderr: bool,
+    /// Print no snapshots at all (`--quiet`).
+    pub quiet: bool,
+    /// Also serve every snapshot to Prometheus (`--prometheus`).
+    pub exporter: Option<Exporter>,
+}
+
+impl Reporting {
+    /// Starts the exporter if `--prometheus` asks for one: called by every
+    /// hook before it attaches, so a busy port is an error before anything.
+    pub fn new(args: &OutputArgs, periodic: bool, to_stderr: bool) -> Result<Reporting> {
+        let exporter = args.prometheus.map(Exporter::bind).transpose()?;
+        if let Some(e) = &exporter {
+            eprintln!("netprobe: serving metrics at http://{}/metrics", e.addr);
+        }
+        Ok(Reporting {
+            json: args.json,
+            periodic,
+            to_stderr,
+            quiet: args.quiet,
+            exporter,
+        })
+    }
 }
 
 /// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP (unless the probe reloads on
@@ -63,6 +86,10 @@ pub fn run(
         output::printer(reporting.json, Box::new(stdout), terminal)
     };
     runloop.start(stop_after);
+    if let Some(exporter) = &reporting.exporter {
+        // Scrapes before the first tick see zeros, not an empty page.
+        exporter.publish(&probe.snapshot(false)?)?;
+    }
     let mut lost = None;
     let outcome = loop {
         let wake = runloop.wait_with(probe.event_fd())?;
@@ -73,10 +100,16 @@ pub fn run(
                 Err(e) => break Err(io::Error::other(e)),
             },
             Wake::Tick => {
-                if reporting.periodic {
+                let print = reporting.periodic && !reporting.quiet;
+                if print || reporting.exporter.is_some() {
                     let snapshot = probe.snapshot(false)?;
-                    if let Err(e) = printer.print(&snapshot) {
-                        break Err(e);
+                    if let Some(exporter) = &reporting.exporter {
+                        exporter.publish(&snapshot)?;
+                    }
+                    if print {
+                        if let Err(e) = printer.print(&snapshot) {
+                            break Err(e);
+                        }
                     }
                 }
                 lost = probe.lost();
@@ -90,6 +123,9 @@ pub fn run(
     };
     probe.detach();
     let printed = outcome.and_then(|()| {
+        if reporting.quiet {
+            return Ok(());
+        }
         let snapshot = probe.snapshot(true).map_err(io::Error::other)?;
         printer.print(&snapshot)
     });

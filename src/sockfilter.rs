@@ -81,6 +81,8 @@ pub fn read_stats(skel: &SockfilterSkel<'_>) -> Result<Stats> {
 
 /// The verdict index of frames handed to the socket (NP_VERDICT_PASS).
 const PASSED: usize = 2;
+/// The verdict index of frames the filter kept from the socket (NP_VERDICT_DROP).
+const FILTERED: usize = 1;
 
 /// One delivered frame as a JSON line.
 #[derive(Serialize)]
@@ -261,6 +263,11 @@ impl Probe for SockProbe<'_> {
             top_sources: None,
             cost_ns_per_packet: None,
             is_final,
+            by_protocol_verdict: Some(stats.named_protocol_verdicts(|v| match v {
+                PASSED => Some("matched"),
+                FILTERED => Some("filtered"),
+                _ => None,
+            })),
         })
     }
 
@@ -321,11 +328,11 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
     // Frames on stdout: counters only at the end, on stderr, unless they are
     // JSON lines that mix with packet events by design.
     let packet_lines = matches!(sink, Sink::Lines(_));
-    let reporting = Reporting {
-        json: args.output.json,
-        periodic: !to_stdout && !packet_lines,
-        to_stderr: to_stdout || packet_lines,
-    };
+    let reporting = Reporting::new(
+        &args.output,
+        !to_stdout && !packet_lines,
+        to_stdout || packet_lines,
+    )?;
 
     let mut runloop = RunLoop::new(args.output.interval)?;
     let capacity = Capacity::for_rules(&rules, &compiled, false);

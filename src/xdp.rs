@@ -287,6 +287,7 @@ impl Probe for XdpProbe<'_> {
             top_sources: self.top.map(|n| top_sources(&self.skel, n)).transpose()?,
             cost_ns_per_packet: self.cost.as_ref().map(|_| run.ns_per_run_since(run_before)),
             is_final,
+            by_protocol_verdict: Some(stats.named_protocol_verdicts(|v| Some(VERDICT_NAMES[v]))),
         })
     }
 
@@ -368,6 +369,7 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         );
     }
 
+    let reporting = session::Reporting::new(&args.output, true, false)?;
     let mut runloop = RunLoop::new(args.output.interval)?;
     let has_rules = !rules.is_empty() || sources.file.is_some();
     let capacity = Capacity::for_rules(&rules, &compiled, sources.file.is_some());
@@ -450,11 +452,6 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     let stop_after = match (args.output.duration, args.for_duration) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    };
-    let reporting = session::Reporting {
-        json: args.output.json,
-        periodic: true,
-        to_stderr: false,
     };
     let result = session::run(&mut probe, &mut runloop, reporting, stop_after);
     if let Some(d) = args.for_duration {
