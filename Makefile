@@ -12,7 +12,7 @@ NETPROBE := target/release/netprobe
 # nftables and ethtool. Kernel matrix (make vmtest): qemu, busybox, cpio, xz.
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make \
 	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps nftables \
-	qemu-system-x86 busybox-static cpio xz-utils bpftrace
+	qemu-system-x86 busybox-static cpio xz-utils bpftrace prometheus curl
 
 .PHONY: all setup build test lint unit vmtest demo bench vmlinux clean
 

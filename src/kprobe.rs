@@ -682,8 +682,9 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
     // Event lines own stdout; then the counters go to stderr at the end.
     let has_events = functions.iter().any(|f| connect_family(f).is_some());
     let events_as_lines = has_events && !args.output.json;
-    let reporting = Reporting::new(&args.output, !events_as_lines, events_as_lines)?;
+    // Signals are blocked before any thread starts, so every thread inherits it.
     let mut runloop = RunLoop::new(args.output.interval)?;
+    let reporting = Reporting::new(&args.output, !events_as_lines, events_as_lines)?;
     let mut storages: Vec<Box<MaybeUninit<OpenObject>>> = functions
         .iter()
         .map(|_| Box::new(MaybeUninit::uninit()))

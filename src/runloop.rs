@@ -31,7 +31,9 @@ pub struct RunLoop {
 impl RunLoop {
     /// Blocks SIGINT, SIGTERM and SIGHUP for this thread and takes them
     /// through a signalfd. Call before loading anything, so that a signal
-    /// arriving during setup still ends the run cleanly.
+    /// arriving during setup still ends the run cleanly, and before starting
+    /// any thread, so that every thread inherits the mask and none of them
+    /// takes a signal's default action.
     pub fn new(interval: Duration) -> Result<Self> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGINT);

@@ -328,13 +328,14 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
     // Frames on stdout: counters only at the end, on stderr, unless they are
     // JSON lines that mix with packet events by design.
     let packet_lines = matches!(sink, Sink::Lines(_));
+    // Signals are blocked before any thread starts, so every thread inherits it.
+    let mut runloop = RunLoop::new(args.output.interval)?;
     let reporting = Reporting::new(
         &args.output,
         !to_stdout && !packet_lines,
         to_stdout || packet_lines,
     )?;
 
-    let mut runloop = RunLoop::new(args.output.interval)?;
     let capacity = Capacity::for_rules(&rules, &compiled, false);
     let opts = LoadOptions {
         rules: (!rules.is_empty()).then_some(capacity),

@@ -369,8 +369,9 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         );
     }
 
-    let reporting = session::Reporting::new(&args.output, true, false)?;
+    // Signals are blocked before any thread starts, so every thread inherits it.
     let mut runloop = RunLoop::new(args.output.interval)?;
+    let reporting = session::Reporting::new(&args.output, true, false)?;
     let has_rules = !rules.is_empty() || sources.file.is_some();
     let capacity = Capacity::for_rules(&rules, &compiled, sources.file.is_some());
     let opts = LoadOptions {

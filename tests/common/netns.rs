@@ -54,6 +54,15 @@ impl Netns {
         ns_sh(&self.name, args)
     }
 
+    /// Runs a command here and returns its output, failed or not.
+    pub fn sh_status(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+    }
+
     /// Turns IPv6 off on `iface`, so the kernel sends no neighbour or
     /// multicast listener traffic that would disturb exact counts.
     pub fn quiet(&self, iface: &str) {

@@ -163,6 +163,12 @@ impl Running {
         }
     }
 
+    /// Sends `sig` and returns the exit code and raw output.
+    pub fn finish_after(self, sig: Signal) -> Finished {
+        self.signal(sig);
+        self.finish()
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(self.pid(), sig).expect("signalling netprobe");
     }

@@ -1,0 +1,256 @@
+//! `--prometheus`: a real Prometheus server scrapes netprobe while frames
+//! cross a veth pair, until its query API shows exactly what was sent;
+//! promtool accepts the page; idle and many clients do not stall anything.
+mod common;
+
+use std::fs;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::frames::*;
+use common::netns::{send_frames, Netns, Pair};
+use common::process::Running;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// A Prometheus server inside `ns`, scraping `target` every second.
+struct PrometheusServer {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl PrometheusServer {
+    fn start(ns: &Netns, target: &str) -> PrometheusServer {
+        let dir = std::env::temp_dir().join(common::netns::unique("prom"));
+        fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: netprobe\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "prometheus"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .args(["--web.listen-address=127.0.0.1:9090", "--log.level=warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus)");
+        PrometheusServer { child, dir }
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn curl(ns: &Netns, url: &str) -> Option<String> {
+    let out = ns.sh_status(&["curl", "-s", "--max-time", "3", url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of a PromQL query, once Prometheus has one.
+fn query(ns: &Netns, promql: &str) -> Option<u64> {
+    let url = format!(
+        "http://127.0.0.1:9090/api/v1/query?query={}",
+        promql
+            .replace(' ', "%20")
+            .replace('"', "%22")
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+    );
+    let v: Value = serde_json::from_str(&curl(ns, &url)?).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn metrics_addr(np: &Running) -> String {
+    let line = np
+        .stderr_seen
+        .iter()
+        .find(|l| l.contains("serving metrics at"))
+        .expect("metrics line");
+    line.split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string()
+}
+
+#[test]
+fn prometheus_scrapes_exact_counts() {
+    common::require_root();
+    let net = Pair::quiet();
+    let mut np = Running::start(
+        Some(&net.b.name),
+        &[
+            "xdp",
+            &net.b_if,
+            "--drop",
+            "udp and dst port 9",
+            "--prometheus",
+            "127.0.0.1:0",
+            "--json",
+            "--interval",
+            "200ms",
+        ],
+    );
+    let addr = metrics_addr(&np);
+    let _server = PrometheusServer::start(&net.b, &addr);
+    send_frames(
+        &net.a.name,
+        &net.a_if,
+        &[
+            (udp4_frame(9, 18), 40),
+            (udp4_frame(10, 18), 15),
+            (arp_frame(), 6),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let want = [
+        (r#"sum(netprobe_packets_total{proto="udp"})"#, 55),
+        (r#"netprobe_packets_total{proto="udp",verdict="drop"}"#, 40),
+        (r#"netprobe_packets_total{proto="arp",verdict="pass"}"#, 6),
+        (r#"netprobe_rule_hits_total{rule="udp and dst port 9"}"#, 40),
+        (r#"netprobe_info{hook="xdp",mode="native"}"#, 1),
+    ];
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = want.iter().map(|(q, _)| query(&net.b, q)).collect();
+        if seen.iter().zip(&want).all(|(got, (_, n))| *got == Some(*n)) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    for (got, (q, n)) in seen.iter().zip(&want) {
+        assert_eq!(*got, Some(*n), "{q}");
+    }
+    let page = curl(&net.b, &format!("http://{addr}/metrics")).expect("metrics page");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), page.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Normal output went on beside the exporter.
+    assert!(np.next_json(Duration::from_secs(2)).is_some());
+    np.stop(Signal::SIGINT);
+}
+
+#[test]
+fn idle_and_many_clients_stall_nothing() {
+    common::require_root();
+    let net = Pair::quiet();
+    let mut np = Running::start(
+        Some(&net.b.name),
+        &[
+            "xdp",
+            &net.b_if,
+            "--prometheus",
+            "127.0.0.1:0",
+            "--json",
+            "--interval",
+            "100ms",
+        ],
+    );
+    let addr = metrics_addr(&np);
+    // 200 clients that connect and say nothing, from inside B.
+    let ns = net.b.name.clone();
+    let target = addr.clone();
+    let idle = thread::spawn(move || {
+        let nsfile = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        nix::sched::setns(&nsfile, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let conns: Vec<TcpStream> = (0..200)
+            .filter_map(|_| TcpStream::connect(&target).ok())
+            .collect();
+        thread::sleep(Duration::from_secs(3));
+        conns.len()
+    });
+    thread::sleep(Duration::from_millis(500));
+    // The polling loop keeps its pace...
+    let start = Instant::now();
+    for _ in 0..5 {
+        np.next_json(Duration::from_secs(2))
+            .expect("JSON lines keep coming");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "polling slowed: {:?}",
+        start.elapsed()
+    );
+    // ...and a real scrape is answered within the idle clients' timeout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut page = None;
+    while page.is_none() && Instant::now() < deadline {
+        page = curl(&net.b, &format!("http://{addr}/metrics"))
+            .filter(|p| p.contains("netprobe_packets_total"));
+    }
+    assert!(
+        page.is_some(),
+        "no scrape answered while idle clients were connected"
+    );
+    assert!(idle.join().unwrap() > 0);
+    let (code, _) = np.stop(Signal::SIGINT);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn quiet_prints_nothing_and_a_busy_port_is_refused() {
+    common::require_root();
+    let net = Pair::quiet();
+    let np = Running::start(
+        Some(&net.b.name),
+        &[
+            "xdp",
+            &net.b_if,
+            "--prometheus",
+            "127.0.0.1:9500",
+            "--quiet",
+            "--interval",
+            "100ms",
+        ],
+    );
+    // The same port again: refused before anything attaches.
+    let out = common::process::run(
+        Some(&net.b.name),
+        &[
+            "sockfilter",
+            "--counts-only",
+            "--prometheus",
+            "127.0.0.1:9500",
+        ],
+    );
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("--prometheus: cannot listen on 127.0.0.1:9500"),
+        "{}",
+        out.stderr
+    );
+    let out = np.finish_after(Signal::SIGINT);
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.is_empty(), "--quiet printed: {}", out.stdout);
+}
