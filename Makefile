@@ -14,7 +14,7 @@ DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make \
 	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps nftables \
 	qemu-system-x86 busybox-static cpio xz-utils bpftrace prometheus curl
 
-.PHONY: all setup build test lint unit vmtest demo bench vmlinux clean
+.PHONY: all setup build test lint unit vmtest demo bench vmlinux install install-files clean
 
 all: build
 
@@ -64,6 +64,24 @@ vmlinux:
 	mkdir -p vmlinux/$$arch && \
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$$arch/vmlinux.h.tmp && \
 	mv vmlinux/$$arch/vmlinux.h.tmp vmlinux/$$arch/vmlinux.h
+
+# Binary, man pages and completions, all generated from the same clap
+# definitions. Honours PREFIX and DESTDIR.
+BINDIR := $(DESTDIR)$(PREFIX)/bin
+MANDIR := $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+
+install: build install-files
+
+install-files:
+	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	install -m 755 $(NETPROBE) $(BINDIR)/netprobe
+	$(NETPROBE) manpages $(MANDIR)
+	$(NETPROBE) completions bash > $(BASHDIR)/netprobe
+	$(NETPROBE) completions zsh > $(ZSHDIR)/_netprobe
+	$(NETPROBE) completions fish > $(FISHDIR)/netprobe.fish
 
 clean:
 	$(CARGO) clean

@@ -3,6 +3,9 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 
+/// Lines of the verifier's log shown under a failed load.
+const VERIFIER_LINES: usize = 15;
+
 fn main() -> ExitCode {
     let cli = match netprobe::cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -19,7 +22,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the cause chain joined by ": ".
-            eprintln!("netprobe: {}", netprobe::cli::one_line(&format!("{e:#}")));
+            let message = format!("{e:#}");
+            eprintln!("netprobe: {}", netprobe::cli::one_line(&message));
+            // A program the verifier rejected: the end of its log says why.
+            if message.contains("loading the") {
+                for line in netprobe::verifier_log_tail(VERIFIER_LINES) {
+                    eprintln!("netprobe: verifier: {line}");
+                }
+            }
             if e.downcast_ref::<netprobe::cli::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
