@@ -80,6 +80,32 @@ fn verifier_tail(log: &[String], n: usize) -> Vec<String> {
     body[body.len().saturating_sub(n)..].to_vec()
 }
 
+/// Runs one command line; the caller prints the error and picks the exit code.
+pub fn run(cli: &Cli) -> Result<()> {
+    // libbpf prints multi-line diagnostics of its own; unless asked for with
+    // -v, errors reach the user through netprobe's one line instead, and the
+    // log is kept to show the verifier's reasons when a load fails.
+    VERBOSITY.store(cli.verbose, Ordering::Relaxed);
+    let level = if cli.verbose >= 2 {
+        libbpf_rs::PrintLevel::Debug
+    } else {
+        libbpf_rs::PrintLevel::Info
+    };
+    libbpf_rs::set_print(Some((level, print_libbpf as libbpf_rs::PrintCallback)));
+    match &cli.command {
+        Command::Xdp(args) => xdp::run(args),
+        Command::Sockfilter(args) => sockfilter::run(args),
+        Command::Kprobe(args) => kprobe::run(args),
+        Command::List(args) => check::list(args),
+        Command::Check(args) => check::check(args),
+        Command::Completions(args) => {
+            cli::completions(args.shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages(args) => cli::manpages(&args.dir),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -108,31 +134,5 @@ mod tests {
             super::verifier_tail(&log[..3], 5).is_empty(),
             "no END marker: no tail"
         );
-    }
-}
-
-/// Runs one command line; the caller prints the error and picks the exit code.
-pub fn run(cli: &Cli) -> Result<()> {
-    // libbpf prints multi-line diagnostics of its own; unless asked for with
-    // -v, errors reach the user through netprobe's one line instead, and the
-    // log is kept to show the verifier's reasons when a load fails.
-    VERBOSITY.store(cli.verbose, Ordering::Relaxed);
-    let level = if cli.verbose >= 2 {
-        libbpf_rs::PrintLevel::Debug
-    } else {
-        libbpf_rs::PrintLevel::Info
-    };
-    libbpf_rs::set_print(Some((level, print_libbpf as libbpf_rs::PrintCallback)));
-    match &cli.command {
-        Command::Xdp(args) => xdp::run(args),
-        Command::Sockfilter(args) => sockfilter::run(args),
-        Command::Kprobe(args) => kprobe::run(args),
-        Command::List(args) => check::list(args),
-        Command::Check(args) => check::check(args),
-        Command::Completions(args) => {
-            cli::completions(args.shell, &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Manpages(args) => cli::manpages(&args.dir),
     }
 }
