@@ -70,7 +70,7 @@ fn test_run_section() {
         let (mut base, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             base.push(ns_per_packet(&pass.progs.xdp_pass, frame, REPEAT));
-            ours.push(ns_per_packet(&np.progs.xdp_netprobe, frame, REPEAT));
+            ours.push(ns_per_packet(netprobe::xdp::program(&np), frame, REPEAT));
         }
         let (b, o) = (median(base), median(ours));
         println!(

@@ -122,7 +122,7 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
     {
         let mut storage = MaybeUninit::uninit();
         let skel = load(&mut storage, &LoadOptions::default()).unwrap();
-        let (m, n) = measure(&skel.progs.xdp_netprobe, &last_net_frame(1));
+        let (m, n) = measure(netprobe::xdp::program(&skel), &last_net_frame(1));
         rows.push(("netprobe, no rule matcher".into(), "0".into(), m, n));
     }
     for count in [1u32, 100, 10_000] {
@@ -141,7 +141,7 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
         RuleState::new(cap)
             .install(&rule_tables(&skel), &rules, &compiled)
             .unwrap();
-        let (m, n) = measure(&skel.progs.xdp_netprobe, &last_net_frame(count));
+        let (m, n) = measure(netprobe::xdp::program(&skel), &last_net_frame(count));
         rows.push(("netprobe `--drop`".into(), count.to_string(), m, n));
     }
     let base = (median(rows[0].2.clone()), median(rows[0].3.clone()));

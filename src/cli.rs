@@ -26,10 +26,36 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Show libbpf's log on stderr: -v warnings and info, -vv also debug
-    /// (with the verifier's log of every program loaded)
+    /// Show libbpf's log on stderr: -v is --log-level info, -vv is --log-level debug
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// How much of libbpf's log to show on stderr: off (errors still come as
+    /// netprobe's one line, with the verifier's reasons), warn, info, or debug
+    /// (with the verifier's log of every program loaded)
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Off, value_name = "LEVEL")]
+    pub log_level: LogLevel,
+}
+
+/// How much of libbpf's log reaches stderr; ordered from quiet to chatty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum LogLevel {
+    Off,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Cli {
+    /// The level in force: the more verbose of --log-level and -v/-vv.
+    pub fn log_level(&self) -> LogLevel {
+        let from_v = match self.verbose {
+            0 => LogLevel::Off,
+            1 => LogLevel::Info,
+            _ => LogLevel::Debug,
+        };
+        self.log_level.max(from_v)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -465,6 +491,23 @@ mod tests {
         assert_eq!(args.output.interval, Duration::from_secs(1));
         assert!(!args.output.json && !args.replace && !args.cost);
         assert!(args.output.duration.is_none());
+    }
+
+    #[test]
+    fn log_level_is_the_more_verbose_of_the_two_flags() {
+        let level = |args: &[&str]| {
+            let mut argv = vec!["netprobe"];
+            argv.extend_from_slice(args);
+            argv.push("check");
+            Cli::try_parse_from(argv).unwrap().log_level()
+        };
+        assert_eq!(level(&[]), LogLevel::Off);
+        assert_eq!(level(&["-v"]), LogLevel::Info);
+        assert_eq!(level(&["-vv"]), LogLevel::Debug);
+        assert_eq!(level(&["--log-level", "warn"]), LogLevel::Warn);
+        assert_eq!(level(&["--log-level", "debug", "-v"]), LogLevel::Debug);
+        assert_eq!(level(&["--log-level", "warn", "-v"]), LogLevel::Info);
+        assert!(Cli::try_parse_from(["netprobe", "--log-level", "loud", "check"]).is_err());
     }
 
     #[test]

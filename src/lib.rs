@@ -28,24 +28,24 @@ use anyhow::Result;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogLevel};
 
 /// libbpf's recent messages, kept to explain a failed load.
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Lines of libbpf's log kept at most.
 const LIBBPF_LOG_LINES: usize = 4000;
-/// -v count: 0 keeps libbpf quiet, 1 prints info, 2 prints debug.
-static VERBOSITY: AtomicU8 = AtomicU8::new(0);
+/// The `cli::LogLevel` in force, as its discriminant.
+static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Off as u8);
 
 fn print_libbpf(level: libbpf_rs::PrintLevel, message: String) {
-    let shown = match level {
-        libbpf_rs::PrintLevel::Warn | libbpf_rs::PrintLevel::Info => {
-            VERBOSITY.load(Ordering::Relaxed) >= 1
-        }
-        libbpf_rs::PrintLevel::Debug => VERBOSITY.load(Ordering::Relaxed) >= 2,
+    let needed = match level {
+        libbpf_rs::PrintLevel::Warn => LogLevel::Warn,
+        libbpf_rs::PrintLevel::Info => LogLevel::Info,
+        libbpf_rs::PrintLevel::Debug => LogLevel::Debug,
     };
-    if shown {
-        eprint!("libbpf: {message}");
+    if LOG_LEVEL.load(Ordering::Relaxed) >= needed as u8 {
+        // libbpf prefixes its own messages with "libbpf: ".
+        eprint!("{message}");
     }
     if let Ok(mut log) = LIBBPF_LOG.lock() {
         log.extend(message.lines().map(str::to_string));
@@ -83,15 +83,17 @@ fn verifier_tail(log: &[String], n: usize) -> Vec<String> {
 /// Runs one command line; the caller prints the error and picks the exit code.
 pub fn run(cli: &Cli) -> Result<()> {
     // libbpf prints multi-line diagnostics of its own; unless asked for with
-    // -v, errors reach the user through netprobe's one line instead, and the
-    // log is kept to show the verifier's reasons when a load fails.
-    VERBOSITY.store(cli.verbose, Ordering::Relaxed);
-    let level = if cli.verbose >= 2 {
+    // -v or --log-level, errors reach the user through netprobe's one line
+    // instead, and the log is kept to show the verifier's reasons when a load
+    // fails.
+    let level = cli.log_level();
+    LOG_LEVEL.store(level as u8, Ordering::Relaxed);
+    let collect = if level == LogLevel::Debug {
         libbpf_rs::PrintLevel::Debug
     } else {
         libbpf_rs::PrintLevel::Info
     };
-    libbpf_rs::set_print(Some((level, print_libbpf as libbpf_rs::PrintCallback)));
+    libbpf_rs::set_print(Some((collect, print_libbpf as libbpf_rs::PrintCallback)));
     match &cli.command {
         Command::Xdp(args) => xdp::run(args),
         Command::Sockfilter(args) => sockfilter::run(args),

@@ -611,10 +611,21 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
 }
 
 /// Parses rules given on the command line; a bad one is a usage error.
+/// Parses rules given on the command line. An empty one is refused: it
+/// would match every packet, which an empty shell variable must not do to a
+/// drop rule.
 pub fn parse_args(texts: &[String], action: Action) -> anyhow::Result<Vec<Rule>> {
     texts
         .iter()
-        .map(|t| parse(t, action).map_err(|e| crate::cli::UsageError(e.to_string()).into()))
+        .map(|t| {
+            if t.trim().is_empty() {
+                return Err(crate::cli::UsageError(
+                    "empty rule: it would match every packet; give at least one primitive".into(),
+                )
+                .into());
+            }
+            parse(t, action).map_err(|e| crate::cli::UsageError(e.to_string()).into())
+        })
         .collect()
 }
 

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject};
+use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject, ProgramMut};
 
 use crate::bpf_stats::{RunTimeStats, RunTotals};
 use crate::cli::{UsageError, XdpArgs};
@@ -45,6 +45,12 @@ pub struct LoadOptions {
     pub count_sources: bool,
 }
 
+/// Whether the settings need the program with actions: counting alone is
+/// served by a lighter program compiled without them.
+fn needs_actions(rules_enabled: bool, reply_icmp: bool, count_sources: bool) -> bool {
+    rules_enabled || reply_icmp || count_sources
+}
+
 /// Opens and loads the XDP program (verifier included) without attaching it.
 pub fn load<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,
@@ -62,6 +68,7 @@ pub fn load<'obj>(
     rodata.dry_run = opts.dry_run;
     rodata.reply_icmp = opts.reply_icmp;
     rodata.count_sources = opts.count_sources;
+    let actions = needs_actions(opts.rules.is_some(), opts.reply_icmp, opts.count_sources);
     let cap = opts.rules.unwrap_or(Capacity {
         rules: 1,
         entries: 1,
@@ -76,8 +83,23 @@ pub fn load<'obj>(
     })?;
     maps.reply_addrs
         .set_max_entries(if opts.reply_icmp { REPLY_ADDRS_MAX } else { 1 })?;
+    open.progs.xdp_netprobe.set_autoload(!actions);
+    open.progs.xdp_np_actions.set_autoload(actions);
     open.load()
         .context("loading the XDP program into the kernel")
+}
+
+/// The one program `load` loaded: counting only, or with actions.
+pub fn program<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> &'a ProgramMut<'obj> {
+    let actions = skel
+        .maps
+        .rodata_data
+        .is_some_and(|r| needs_actions(r.rules_enabled, r.reply_icmp, r.count_sources));
+    if actions {
+        &skel.progs.xdp_np_actions
+    } else {
+        &skel.progs.xdp_netprobe
+    }
 }
 
 /// The rule tables of a loaded program.
@@ -255,7 +277,7 @@ impl Probe for XdpProbe<'_> {
         let now = Instant::now();
         let stats = read_stats(&self.skel)?;
         let run = match &self.cost {
-            Some(c) => c.read(self.skel.progs.xdp_netprobe.as_fd())?,
+            Some(c) => c.read(program(&self.skel).as_fd())?,
             None => RunTotals::default(),
         };
         let (since, before, run_before) = if is_final {
@@ -413,12 +435,8 @@ pub fn run(args: &XdpArgs) -> Result<()> {
             .with_context(|| format!("replacing the XDP program on {}", args.iface))?;
         eprintln!("netprobe: detached XDP program {prog} from {}", args.iface);
     }
-    let (link, mode, fallback) = netdev::attach_xdp(
-        skel.progs.xdp_netprobe.as_fd(),
-        ifindex,
-        &args.iface,
-        args.mode,
-    )?;
+    let (link, mode, fallback) =
+        netdev::attach_xdp(program(&skel).as_fd(), ifindex, &args.iface, args.mode)?;
     let watchdog = args
         .for_duration
         .map(|d| start_watchdog(&link, d))

@@ -148,6 +148,8 @@ fn bad_rules_and_action_options() {
         (vec!["--drop", "tcp and udp"], 2, "can never match"),
         (vec!["--drop", "net 10.1.2.3/8"], 2, "host bits set"),
         (vec!["--drop", "tcp or udp"], 2, "'or' is not supported"),
+        (vec!["--drop", ""], 2, "empty rule: it would match every packet"),
+        (vec!["--redirect", "br0", "--match", " "], 2, "empty rule"),
         (vec!["--rules-file", &bad_file], 2, "bad.txt:3: bad rule 'udp and port': 'port' needs a value"),
         (vec!["--rules-file", &missing], 1, "reading rules file"),
         (vec!["--match", "udp"], 2, "--redirect <IFACE2>"),

@@ -396,6 +396,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
             2,
             "at column 13",
         ),
+        (vec!["--filter", "", "-w", never], 2, "empty rule"),
         (
             vec!["-i", "nosuch0", "-w", never],
             1,

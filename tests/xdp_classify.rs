@@ -7,13 +7,12 @@ use std::mem::MaybeUninit;
 use common::frames::*;
 use libbpf_rs::ProgramInput;
 use netprobe::counters::{Counter, Stats, PROTOCOLS};
+use netprobe::xdp::LoadOptions;
 
 /// Runs `frame` through the loaded program once and returns what it counted.
 fn classify(skel: &netprobe::skel::xdp::XdpSkel<'_>, frame: &[u8]) -> (u32, Stats) {
     let before = netprobe::xdp::read_stats(skel).unwrap();
-    let out = skel
-        .progs
-        .xdp_netprobe
+    let out = netprobe::xdp::program(skel)
         .test_run(ProgramInput {
             data_in: Some(frame),
             ..Default::default()
@@ -63,11 +62,24 @@ fn ip6_tcp() -> Vec<u8> {
 #[test]
 fn classifies_every_protocol_and_rejects_every_broken_header() {
     common::require_root();
-    let mut storage = MaybeUninit::uninit();
-    let skel =
-        netprobe::xdp::load(&mut storage, &Default::default()).expect("loading the XDP program");
-    let s = &skel;
+    // Counting alone and counting with actions are separate entry points,
+    // each with the parser compiled into it: both must classify alike.
+    let with_actions = LoadOptions {
+        count_sources: true,
+        ..Default::default()
+    };
+    for (opts, name) in [
+        (LoadOptions::default(), "xdp_netprobe"),
+        (with_actions, "xdp_np_actions"),
+    ] {
+        let mut storage = MaybeUninit::uninit();
+        let skel = netprobe::xdp::load(&mut storage, &opts).expect("loading the XDP program");
+        assert_eq!(netprobe::xdp::program(&skel).name(), name);
+        classify_every_frame(&skel);
+    }
+}
 
+fn classify_every_frame(s: &netprobe::skel::xdp::XdpSkel<'_>) {
     // Well-formed frames of every class.
     expect(s, "udp4", &udp4_frame(53, 18), &["ipv4", "udp"]);
     expect(s, "tcp4", &tcp4_frame(80, 0), &["ipv4", "tcp"]);
@@ -384,9 +396,7 @@ fn counts_repeated_runs_exactly() {
     let mut storage = MaybeUninit::uninit();
     let skel = netprobe::xdp::load(&mut storage, &Default::default()).unwrap();
     let frame = tcp4_frame(443, 100);
-    let out = skel
-        .progs
-        .xdp_netprobe
+    let out = netprobe::xdp::program(&skel)
         .test_run(ProgramInput {
             data_in: Some(&frame),
             repeat: 1000,

@@ -22,9 +22,7 @@ const XDP_REDIRECT: u32 = 4;
 
 fn run(skel: &XdpSkel<'_>, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
-    let result = skel
-        .progs
-        .xdp_netprobe
+    let result = netprobe::xdp::program(skel)
         .test_run(ProgramInput {
             data_in: Some(frame),
             data_out: Some(&mut out),

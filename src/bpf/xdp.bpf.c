@@ -149,10 +149,8 @@ static __always_inline __u32 np_echo_reply(struct np_ctx *c, const struct np_pac
 		ip6->hop_limit = NP_REPLY_HOP_LIMIT;
 	}
 	/* The type is the first byte of the first checksummed word; the
-	 * pseudo-header sum does not change when addresses swap. */
-	icmp = np_ptr(c, p->l4_off, 4, NULL);
-	if (!icmp)
-		return XDP_PASS;
+	 * pseudo-header sum does not change when addresses swap. `icmp` is
+	 * still valid: direct writes do not move the packet. */
 	{
 		__u16 old = *(__u16 *)icmp;
 
@@ -179,8 +177,12 @@ static __always_inline void np_count_source(struct np_ctx *c, const struct np_pa
 	}
 }
 
-SEC("xdp")
-int xdp_netprobe(struct xdp_md *ctx)
+/* The whole program; `actions` is a compile-time constant. Counting alone
+ * is what most runs attach, and compiling it without the action code keeps
+ * the parser's state in registers: the action code needs the context, the
+ * parsed packet and the length live to the end, which made the compiler
+ * spill them even where the verifier later removed that code as dead. */
+static __always_inline int np_xdp(struct xdp_md *ctx, const bool actions)
 {
 	struct np_ctx c = np_ctx_of(ctx);
 	__u32 len = c.data_end - c.data;
@@ -194,7 +196,7 @@ int xdp_netprobe(struct xdp_md *ctx)
 
 	np_parse(&c, &pkt, len);
 
-	if (rules_enabled) {
+	if (actions && rules_enabled) {
 		switch (np_match_rules(ctx, &pkt, len)) {
 		case NP_ACTION_DROP:
 			if (dry_run)
@@ -208,9 +210,9 @@ int xdp_netprobe(struct xdp_md *ctx)
 		}
 	}
 	/* Before a reply rewrites the addresses. */
-	if (count_sources && pkt.family)
+	if (actions && count_sources && pkt.family)
 		np_count_source(&c, &pkt, len);
-	if (reply_icmp && action == XDP_PASS && pkt.family)
+	if (actions && reply_icmp && action == XDP_PASS && pkt.family)
 		action = np_echo_reply(&c, &pkt);
 	verdict = would_drop && action == XDP_PASS ? NP_VERDICT_WOULD_DROP : action;
 
@@ -221,6 +223,20 @@ int xdp_netprobe(struct xdp_md *ctx)
 	cell->packets++;
 	cell->bytes += len;
 	return action;
+}
+
+/* Counting only: what `netprobe xdp IFACE` attaches without action flags. */
+SEC("xdp")
+int xdp_netprobe(struct xdp_md *ctx)
+{
+	return np_xdp(ctx, false);
+}
+
+/* Counting, and whichever of rules, --reply and --top the settings enable. */
+SEC("xdp")
+int xdp_np_actions(struct xdp_md *ctx)
+{
+	return np_xdp(ctx, true);
 }
 
 char LICENSE[] SEC("license") = "GPL";
