@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use common::frames::*;
 use common::netns::Pair;
 use common::process::{verdict, Running};
-use common::traffic::{blast, median, with_program, TrafgenConf};
+use common::traffic::{blast, median, ns_per_packet, with_program, TrafgenConf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ObjectBuilder, ProgramInput, ProgramMut};
+use libbpf_rs::{ObjectBuilder, ProgramMut};
 use netprobe::rulemaps::{Capacity, RuleState};
 use netprobe::rules::{self, Action, Compiled, Rule};
 use netprobe::skel::xdp_drop::XdpDropSkelBuilder;
@@ -28,21 +28,11 @@ use netprobe::skel::xdp_pass::XdpPassSkelBuilder;
 use netprobe::xdp::{load, rule_tables, LoadOptions};
 use nix::sys::signal::Signal;
 
-const REPEAT: u32 = 5_000_000;
+/// Each BPF_PROG_TEST_RUN call has a fixed cost (about 15 ms here): spread thin.
+const REPEAT: u32 = 20_000_000;
 const ROUNDS: usize = 5;
 const LIVE_FRAMES: u64 = 1_000_000;
 const XDP_FILTER_OBJ: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_dny_all.o";
-
-fn ns_per_packet(prog: &ProgramMut<'_>, frame: &[u8]) -> f64 {
-    let start = Instant::now();
-    prog.test_run(ProgramInput {
-        data_in: Some(frame),
-        repeat: REPEAT,
-        ..Default::default()
-    })
-    .expect("BPF_PROG_TEST_RUN");
-    start.elapsed().as_nanos() as f64 / f64::from(REPEAT)
-}
 
 /// Rule `i`: one /24 source network, UDP, one destination port.
 fn rule_text(i: u32) -> String {
@@ -102,8 +92,8 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
     let measure = |prog: &ProgramMut<'_>, matching: &[u8]| {
         let (mut m, mut n) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            m.push(ns_per_packet(prog, matching));
-            n.push(ns_per_packet(prog, &no_match));
+            m.push(ns_per_packet(prog, matching, REPEAT));
+            n.push(ns_per_packet(prog, &no_match, REPEAT));
         }
         (m, n)
     };

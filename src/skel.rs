@@ -28,3 +28,8 @@ pub mod xdp_pass {
 pub mod xdp_drop {
     include!(concat!(env!("OUT_DIR"), "/xdp_drop.skel.rs"));
 }
+
+/// A minimal validating IPv4 classifier: the floor under netprobe's cost in `make bench`.
+pub mod xdp_floor {
+    include!(concat!(env!("OUT_DIR"), "/xdp_floor.skel.rs"));
+}

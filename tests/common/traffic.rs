@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use libbpf_rs::{ProgramInput, ProgramMut};
 use netprobe::netdev::{attach_xdp_link, XdpMode};
 
 use super::netns::Pair;
@@ -88,4 +89,17 @@ pub fn with_program<R: Send>(net: &Pair, prog: BorrowedFd<'_>, f: impl FnOnce() 
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Wall time per repeat around one BPF_PROG_TEST_RUN call: the kernel's own
+/// figure is rounded down to whole nanoseconds, too coarse at this scale.
+pub fn ns_per_packet(prog: &ProgramMut<'_>, frame: &[u8], repeat: u32) -> f64 {
+    let start = Instant::now();
+    prog.test_run(ProgramInput {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    })
+    .expect("BPF_PROG_TEST_RUN");
+    start.elapsed().as_nanos() as f64 / f64::from(repeat)
 }
