@@ -179,6 +179,25 @@ pub fn link_veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ]);
     a.sh(&["ip", "link", "set", a_if, "up"]);
     b.sh(&["ip", "link", "set", b_if, "up"]);
+    a.wait_until_up(a_if);
+    b.wait_until_up(b_if);
+}
+
+impl Netns {
+    /// Waits (5 s at most) until `iface` reports operstate UP. Until the
+    /// kernel's link watcher gets to a new device, it transmits through a
+    /// qdisc that drops everything, and an AF_PACKET send still reports
+    /// success; the watcher reports UP when it installs the real qdisc.
+    pub fn wait_until_up(&self, iface: &str) {
+        for _ in 0..500 {
+            let out = self.sh(&["ip", "link", "show", iface]);
+            if String::from_utf8_lossy(&out.stdout).contains("state UP") {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{iface} in {} did not come up within 5 s", self.name);
+    }
 }
 
 /// Whether `iface` in `ns` has any XDP program attached.

@@ -157,18 +157,48 @@ $IP netns add $A && $IP netns add $B &&
 	$IP link add va netns $A type veth peer name vb netns $B &&
 	$IP -n $A link set va up && $IP -n $B link set vb up &&
 	$IP -n $A addr add 198.18.0.1/24 dev va && $IP -n $B addr add 198.18.0.2/24 dev vb
+# A new device sends through a qdisc that drops everything until the
+# kernel's link watcher activates it, the same moment it reports operstate
+# UP: wait for that on both ends (10 s at most).
+t=0
+while [ $t -lt 100 ] && ! { $IP -n $A link show va | grep -q 'state UP' &&
+	$IP -n $B link show vb | grep -q 'state UP'; }; do
+	sleep 0.1
+	t=$((t + 1))
+done
+# What vb's driver took in, to tell a frame netprobe missed from one never sent.
+vb_rx() { $IP -n $B -s link show vb | awk '/RX:/ { getline; print $2 }'; }
 if ! $IP netns exec $B true 2>/dev/null; then
 	bad xdp-veth "could not make the test network"
 elif start $IP netns exec $B "$NP" xdp vb --json --interval 200ms; then
-	$IP netns exec $A ping -c $N -i 0.2 -q 198.18.0.2 >/dev/null 2>&1
+	rx_before=$(vb_rx)
+	$IP netns exec $A ping -c $N -i 0.2 -q 198.18.0.2 >"$WORK/ping" 2>&1
 	stop
 	if final | grep -q "\"icmp\":{\"packets\":$N,\"bytes\":$((N * 98)),"; then
 		ok "xdp-veth: $N echo requests of 98 bytes ($(final | sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p') mode)"
 	else
-		bad xdp-veth "$(final)"
+		bad xdp-veth "vb took in $(($(vb_rx) - rx_before)) frames while attached; ping: $(grep transmitted "$WORK/ping"); $(final)"
 	fi
 else
 	bad xdp-veth "did not attach: $(cat "$WORK/err")"
+fi
+
+# 5. The program with actions (rule matcher, devmap, LRU hash) on the same
+# pair: a drop rule takes exactly the N echo requests, which go unanswered.
+RULE="icmp and dst host 198.18.0.2"
+if ! $IP netns exec $B true 2>/dev/null; then
+	bad xdp-drop "no test network"
+elif start $IP netns exec $B "$NP" xdp vb --drop "$RULE" --json --interval 200ms; then
+	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
+	stop
+	if final | grep -q "\"drop\":{\"packets\":$N,\"bytes\":$((N * 98))}" &&
+		final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
+		ok "xdp-drop: $N echo requests dropped by rule, $N rule hits"
+	else
+		bad xdp-drop "$(final)"
+	fi
+else
+	bad xdp-drop "did not attach: $(cat "$WORK/err")"
 fi
 $IP netns del $A 2>/dev/null
 $IP netns del $B 2>/dev/null
