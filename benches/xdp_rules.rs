@@ -20,7 +20,7 @@ use common::netns::Pair;
 use common::process::{verdict, Running};
 use common::traffic::{blast, median, ns_per_packet, with_program, TrafgenConf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{ObjectBuilder, ProgramMut};
+use libbpf_rs::{AsRawLibbpf, ObjectBuilder, ProgramMut};
 use netprobe::rulemaps::{Capacity, RuleState};
 use netprobe::rules::{self, Action, Compiled, Rule};
 use netprobe::skel::xdp_drop::XdpDropSkelBuilder;
@@ -69,10 +69,24 @@ fn test_run_section() {
         .open(&mut pass_storage)
         .and_then(|o| o.load())
         .unwrap();
-    let xdp_filter = ObjectBuilder::default()
+    let mut xdp_filter = ObjectBuilder::default()
         .open_file(XDP_FILTER_OBJ)
-        .and_then(|o| o.load())
-        .expect("loading xdp-tools' xdpfilt_dny_all.o (package xdp-tools)");
+        .expect("opening xdp-tools' xdpfilt_dny_all.o (package xdp-tools)");
+    // The object pins its maps by name in /sys/fs/bpf: that would leave
+    // them behind, and share them with a real xdp-filter. Keep them private.
+    for map in xdp_filter.maps_mut() {
+        // SAFETY: a valid map of an open object; NULL clears the pin path.
+        let ret = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map__set_pin_path(
+                map.as_libbpf_object().as_ptr(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(ret, 0, "clearing the pin path of {:?}", map.name());
+    }
+    let xdp_filter = xdp_filter
+        .load()
+        .expect("loading xdp-tools' xdpfilt_dny_all.o");
     let filter_prog = xdp_filter
         .progs_mut()
         .find(|p| p.name() == "xdpfilt_dny_all")
