@@ -127,7 +127,12 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
         let mut storage = MaybeUninit::uninit();
         let skel = load(&mut storage, &LoadOptions::default()).unwrap();
         let (m, n) = measure(netprobe::xdp::program(&skel), &last_net_frame(1));
-        rows.push(("netprobe, no rule matcher".into(), "0".into(), m, n));
+        rows.push((
+            "netprobe, counting only (`xdp_netprobe`)".into(),
+            "0".into(),
+            m,
+            n,
+        ));
     }
     for count in [1u32, 100, 10_000] {
         let rules = rule_set(count);
@@ -146,7 +151,12 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
             .install(&rule_tables(&skel), &rules, &compiled)
             .unwrap();
         let (m, n) = measure(netprobe::xdp::program(&skel), &last_net_frame(count));
-        rows.push(("netprobe `--drop`".into(), count.to_string(), m, n));
+        rows.push((
+            "netprobe `--drop` (`xdp_np_actions`)".into(),
+            count.to_string(),
+            m,
+            n,
+        ));
     }
     let base = (median(rows[0].2.clone()), median(rows[0].3.clone()));
     for (name, count, m, n) in rows {

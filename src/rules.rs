@@ -610,10 +610,9 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     })
 }
 
-/// Parses rules given on the command line; a bad one is a usage error.
-/// Parses rules given on the command line. An empty one is refused: it
-/// would match every packet, which an empty shell variable must not do to a
-/// drop rule.
+/// Parses rules given on the command line; a bad one is a usage error. An
+/// empty one is refused too: it would match every packet, which an empty
+/// shell variable must not do to a drop rule.
 pub fn parse_args(texts: &[String], action: Action) -> anyhow::Result<Vec<Rule>> {
     texts
         .iter()

@@ -200,6 +200,26 @@ elif start $IP netns exec $B "$NP" xdp vb --drop "$RULE" --json --interval 200ms
 else
 	bad xdp-drop "did not attach: $(cat "$WORK/err")"
 fi
+
+# 6. The action code a drop rule leaves out (the verifier prunes what the
+# load-time settings switch off): --reply and --top, in skb mode, with B's
+# own echo replies off, so every reply ping gets comes from XDP_TX.
+$IP netns exec $B sh -c 'echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all'
+if ! $IP netns exec $B true 2>/dev/null; then
+	bad xdp-reply "no test network"
+elif start $IP netns exec $B "$NP" xdp vb --mode skb --reply icmp --top 3 --json --interval 200ms; then
+	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >"$WORK/ping" 2>&1
+	stop
+	if grep -Eq " $N (packets )?received" "$WORK/ping" &&
+		final | grep -q "\"tx\":{\"packets\":$N,\"bytes\":$((N * 98))}" &&
+		final | grep -q '"top_sources":\[{"addr":"198.18.0.1",'; then
+		ok "xdp-reply: $N echo replies sent by XDP, 198.18.0.1 the top source"
+	else
+		bad xdp-reply "ping: $(grep transmitted "$WORK/ping"); $(final)"
+	fi
+else
+	bad xdp-reply "did not attach: $(cat "$WORK/err")"
+fi
 $IP netns del $A 2>/dev/null
 $IP netns del $B 2>/dev/null
 
