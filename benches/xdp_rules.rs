@@ -21,8 +21,8 @@ use common::process::{verdict, Running};
 use common::traffic::{blast, median, ns_per_packet, with_program, TrafgenConf};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{AsRawLibbpf, ObjectBuilder, ProgramMut};
-use netprobe::rulemaps::{Capacity, RuleState};
-use netprobe::rules::{self, Action, Compiled, Rule};
+use netprobe::filter::tables::{Capacity, RuleState};
+use netprobe::filter::{self, Action, Compiled, Rule};
 use netprobe::skel::xdp_drop::XdpDropSkelBuilder;
 use netprobe::skel::xdp_pass::XdpPassSkelBuilder;
 use netprobe::xdp::{load, rule_tables, LoadOptions};
@@ -45,7 +45,7 @@ fn rule_text(i: u32) -> String {
 
 fn rule_set(n: u32) -> Vec<Rule> {
     (0..n)
-        .map(|i| rules::parse(&rule_text(i), Action::Drop).unwrap())
+        .map(|i| filter::parse(&rule_text(i), Action::Drop).unwrap())
         .collect()
 }
 
@@ -171,7 +171,7 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
     // Load time: parse, compile, create the maps, load the program, write the tables.
     let text: String = (0..10_000).map(|i| rule_text(i) + "\n").collect();
     let start = Instant::now();
-    let rules = rules::parse_file("bench", &text, Action::Drop).unwrap();
+    let rules = filter::parse_file("bench", &text, Action::Drop).unwrap();
     let compiled = Compiled::compile(&rules).unwrap();
     let parsed = start.elapsed();
     let cap = Capacity::for_rules(&rules, &compiled, true);

@@ -2,6 +2,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
+use netprobe::console;
+use netprobe::error::one_line;
 
 /// Lines of the verifier's log shown under a failed load.
 const VERIFIER_LINES: usize = 15;
@@ -14,7 +16,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
-            eprintln!("netprobe: {}", netprobe::cli::one_line(&e.to_string()));
+            console::note(one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -23,14 +25,14 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the cause chain joined by ": ".
             let message = format!("{e:#}");
-            eprintln!("netprobe: {}", netprobe::cli::one_line(&message));
+            console::note(one_line(&message));
             // A program the verifier rejected: the end of its log says why.
             if message.contains("loading the") {
-                for line in netprobe::verifier_log_tail(VERIFIER_LINES) {
-                    eprintln!("netprobe: verifier: {line}");
+                for line in netprobe::kernel::libbpf_log::verifier_log_tail(VERIFIER_LINES) {
+                    console::note(format!("verifier: {line}"));
                 }
             }
-            if e.downcast_ref::<netprobe::cli::UsageError>().is_some() {
+            if e.downcast_ref::<netprobe::error::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

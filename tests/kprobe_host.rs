@@ -46,7 +46,7 @@ impl Connector {
 }
 
 fn kprobes_here() -> bool {
-    netprobe::kprobe::kprobe_support().is_ok()
+    netprobe::kernel::features::kprobe_support().is_ok()
 }
 
 fn fentry_here() -> bool {

@@ -12,9 +12,9 @@ use common::frames::*;
 use common::netns::{send_frames, Netns, Pair};
 use common::process::{proto, run, Running};
 use libbpf_rs::ProgramInput;
-use netprobe::counters::{Counter, PROTOCOLS};
-use netprobe::rulemaps::{Capacity, RuleState};
-use netprobe::rules::{self, Action, Compiled};
+use netprobe::filter::tables::{Capacity, RuleState};
+use netprobe::filter::{self, Action, Compiled};
+use netprobe::kernel::counters::{Counter, PROTOCOLS};
 use netprobe::skel::sockfilter::SockfilterSkel;
 use netprobe::sockfilter::{load, read_stats, rule_tables, LoadOptions};
 use nix::sys::signal::Signal;
@@ -41,7 +41,7 @@ fn filter(skel: &SockfilterSkel<'_>, frame: &[u8]) -> u32 {
 fn with_rules(texts: &[&str], opts: LoadOptions, f: impl FnOnce(&SockfilterSkel<'_>)) {
     let rules: Vec<_> = texts
         .iter()
-        .map(|t| rules::parse(t, Action::Capture).unwrap())
+        .map(|t| filter::parse(t, Action::Capture).unwrap())
         .collect();
     let compiled = Compiled::compile(&rules).unwrap();
     let cap = Capacity {

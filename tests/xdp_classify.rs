@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use common::frames::*;
 use libbpf_rs::ProgramInput;
-use netprobe::counters::{Counter, Stats, PROTOCOLS};
+use netprobe::kernel::counters::{Counter, Stats, PROTOCOLS};
 use netprobe::xdp::LoadOptions;
 
 /// Runs `frame` through the loaded program once and returns what it counted.

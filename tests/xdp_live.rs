@@ -93,7 +93,7 @@ fn exact_counts(mode: &str) {
     assert_eq!(last["hook"], "xdp");
     assert_eq!(last["iface"], net.b_if.as_str());
     assert_eq!(last["mode"], mode);
-    for class in netprobe::counters::PROTOCOLS {
+    for class in netprobe::kernel::counters::PROTOCOLS {
         let want = kinds
             .iter()
             .filter(|k| k.classes.contains(&class))

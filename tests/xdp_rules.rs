@@ -8,9 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::frames::*;
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
-use netprobe::counters::Counter;
-use netprobe::rulemaps::{Capacity, RuleState};
-use netprobe::rules::{self, Action, Compiled, Rule};
+use netprobe::filter::tables::{Capacity, RuleState};
+use netprobe::filter::{self, Action, Compiled, Rule};
+use netprobe::kernel::counters::Counter;
 use netprobe::skel::xdp::XdpSkel;
 use netprobe::xdp::{addr_key, load, read_stats, rule_tables, LoadOptions};
 
@@ -37,7 +37,7 @@ fn run(skel: &XdpSkel<'_>, frame: &[u8]) -> (u32, Vec<u8>) {
 fn parse_all(texts: &[&str], action: Action) -> Vec<Rule> {
     texts
         .iter()
-        .map(|t| rules::parse(t, action).unwrap_or_else(|e| panic!("{e}")))
+        .map(|t| filter::parse(t, action).unwrap_or_else(|e| panic!("{e}")))
         .collect()
 }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{ProgramInput, ProgramMut};
-use netprobe::netdev::{attach_xdp_link, XdpMode};
+use netprobe::kernel::netdev::{attach_xdp_link, XdpMode};
 
 use super::netns::Pair;
 

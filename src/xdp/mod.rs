@@ -1,225 +1,37 @@
 //! `netprobe xdp IFACE`: load, attach, read and detach the XDP program, and
 //! the actions it takes: drop by rule, redirect, answer echo requests.
-use std::fs;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject, ProgramMut};
+use libbpf_rs::{MapCore, MapFlags};
 
-use crate::bpf_stats::{RunTimeStats, RunTotals};
-use crate::cli::{UsageError, XdpArgs};
-use crate::counters::{
-    read_percpu, sum_percpu, Counter, Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES,
-};
-use crate::netdev::{self, XdpMode};
-use crate::output::{self, Named, RuleHits, Snapshot, Source, SourceHits};
-use crate::privilege;
-use crate::rulemaps::{Capacity, RuleState, RuleTables};
-use crate::rules::{self, Action, Rule};
-use crate::runloop::RunLoop;
+pub mod program;
+mod rule_sources;
+
+use program::top_sources;
+pub use program::{addr_key, load, program, read_stats, rule_tables, LoadOptions};
+use rule_sources::RuleSources;
+
+use crate::cli::{XdpArgs, XdpModeArg};
+use crate::console;
+use crate::error::{one_line, UsageError};
+use crate::filter::tables::{Capacity, RuleState};
+use crate::filter::{self, Rule};
+use crate::kernel::bpf_stats::{RunTimeStats, RunTotals};
+use crate::kernel::counters::{Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
+use crate::kernel::netdev::{self, XdpMode};
+use crate::kernel::privilege;
+use crate::report::{self, Named, RuleHits, Snapshot, Source};
+use crate::session::runloop::RunLoop;
 use crate::session::{self, secs, Probe};
-use crate::skel::xdp::{XdpSkel, XdpSkelBuilder};
-
-/// Source addresses `--top` keeps counters for (least recently seen go first).
-const TOP_SOURCES_TRACKED: u32 = 8192;
-/// Own addresses `--reply` answers for.
-const REPLY_ADDRS_MAX: u32 = 256;
-
-/// What the program is loaded with; fixed until it is unloaded.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// Room for rules; `None` loads the program without the rule matcher.
-    pub rules: Option<Capacity>,
-    pub dry_run: bool,
-    pub reply_icmp: bool,
-    pub count_sources: bool,
-}
-
-/// Whether the settings need the program with actions: counting alone is
-/// served by a lighter program compiled without them.
-fn needs_actions(rules_enabled: bool, reply_icmp: bool, count_sources: bool) -> bool {
-    rules_enabled || reply_icmp || count_sources
-}
-
-/// Opens and loads the XDP program (verifier included) without attaching it.
-pub fn load<'obj>(
-    storage: &'obj mut MaybeUninit<OpenObject>,
-    opts: &LoadOptions,
-) -> Result<XdpSkel<'obj>> {
-    let mut open = XdpSkelBuilder::default()
-        .open(storage)
-        .context("opening the XDP object")?;
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("no .rodata in the XDP object")?;
-    rodata.rules_enabled = opts.rules.is_some();
-    rodata.dry_run = opts.dry_run;
-    rodata.reply_icmp = opts.reply_icmp;
-    rodata.count_sources = opts.count_sources;
-    let actions = needs_actions(opts.rules.is_some(), opts.reply_icmp, opts.count_sources);
-    let cap = opts.rules.unwrap_or(Capacity {
-        rules: 1,
-        entries: 1,
-    });
-    rodata.max_rules = cap.rules;
-    crate::size_rule_tables!(open.maps, cap);
-    let maps = &mut open.maps;
-    maps.top_sources.set_max_entries(if opts.count_sources {
-        TOP_SOURCES_TRACKED
-    } else {
-        1
-    })?;
-    maps.reply_addrs
-        .set_max_entries(if opts.reply_icmp { REPLY_ADDRS_MAX } else { 1 })?;
-    open.progs.xdp_netprobe.set_autoload(!actions);
-    open.progs.xdp_np_actions.set_autoload(actions);
-    open.load()
-        .context("loading the XDP program into the kernel")
-}
-
-/// The one program `load` loaded: counting only, or with actions.
-pub fn program<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> &'a ProgramMut<'obj> {
-    let actions = skel
-        .maps
-        .rodata_data
-        .is_some_and(|r| needs_actions(r.rules_enabled, r.reply_icmp, r.count_sources));
-    if actions {
-        &skel.progs.xdp_np_actions
-    } else {
-        &skel.progs.xdp_netprobe
-    }
-}
-
-/// The rule tables of a loaded program.
-pub fn rule_tables<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> RuleTables<'a, MapMut<'obj>> {
-    crate::rule_tables!(skel)
-}
-
-/// Sums the per-CPU counters of a loaded XDP program.
-pub fn read_stats(skel: &XdpSkel<'_>) -> Result<Stats> {
-    read_percpu(&skel.maps.xdp_stats)
-}
-
-/// `struct np_addr` for an address.
-pub fn addr_key(ip: IpAddr) -> [u8; 20] {
-    let mut key = [0u8; 20];
-    match ip {
-        IpAddr::V4(v4) => {
-            key[0] = 4;
-            key[4..8].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            key[0] = 6;
-            key[4..20].copy_from_slice(&v6.octets());
-        }
-    }
-    key
-}
-
-fn addr_of_key(key: &[u8]) -> Option<IpAddr> {
-    match key.first()? {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(key.get(4..8)?).ok()?)),
-        6 => Some(IpAddr::from(<[u8; 16]>::try_from(key.get(4..20)?).ok()?)),
-        _ => None,
-    }
-}
-
-/// The `n` busiest sources in a loaded program's `top_sources`.
-pub fn top_sources(skel: &XdpSkel<'_>, n: usize) -> Result<Vec<SourceHits>> {
-    let map = &skel.maps.top_sources;
-    let mut all = Vec::new();
-    for key in map.keys() {
-        // An entry evicted between listing and reading is simply skipped.
-        let Some(per_cpu) = map
-            .lookup_percpu(&key, MapFlags::ANY)
-            .context("reading top_sources")?
-        else {
-            continue;
-        };
-        let total: Counter = sum_percpu(&per_cpu)?;
-        if let Some(addr) = addr_of_key(&key) {
-            all.push(SourceHits {
-                addr: addr.to_string(),
-                packets: total.packets,
-                bytes: total.bytes,
-            });
-        }
-    }
-    all.sort_by(|a, b| {
-        b.packets
-            .cmp(&a.packets)
-            .then(b.bytes.cmp(&a.bytes))
-            .then(a.addr.cmp(&b.addr))
-    });
-    all.truncate(n);
-    Ok(all)
-}
-
-/// The IPv4 and IPv6 addresses of `iface`.
-fn interface_addrs(iface: &str) -> Result<Vec<IpAddr>> {
-    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
-    Ok(addrs
-        .filter(|a| a.interface_name == iface)
-        .filter_map(|a| {
-            let sa = a.address?;
-            if let Some(v4) = sa.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect())
-}
-
-/// Where the rules come from, so that SIGHUP can rebuild the list.
-struct RuleSources {
-    drop: Vec<Rule>,
-    file: Option<PathBuf>,
-    redirect: Vec<Rule>,
-}
-
-impl RuleSources {
-    fn parse(args: &XdpArgs) -> Result<RuleSources> {
-        let mut redirect = rules::parse_args(&args.match_rules, Action::Redirect)?;
-        if args.redirect.is_some() && redirect.is_empty() {
-            redirect.push(rules::parse("", Action::Redirect).map_err(|e| anyhow!("{e}"))?);
-        }
-        Ok(RuleSources {
-            drop: rules::parse_args(&args.drop, Action::Drop)?,
-            file: args.rules_file.clone(),
-            redirect,
-        })
-    }
-
-    /// Every rule in force, in matching order: --drop, the file, --match.
-    fn all(&self) -> Result<Vec<Rule>> {
-        let mut all = self.drop.clone();
-        if let Some(path) = &self.file {
-            all.extend(read_rules_file(path)?);
-        }
-        all.extend(self.redirect.iter().cloned());
-        Ok(all)
-    }
-}
-
-fn read_rules_file(path: &Path) -> Result<Vec<Rule>> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("reading rules file {}", path.display()))?;
-    rules::parse_file(&path.display().to_string(), &text, Action::Drop)
-        .map_err(|e| UsageError(e).into())
-}
+use crate::skel::xdp::XdpSkel;
 
 /// `--for`: detaches the link at the deadline from a thread of its own, so
 /// that it happens even when the main loop is stuck (a frozen terminal).
@@ -256,7 +68,7 @@ impl XdpProbe<'_> {
         let Some(state) = &self.rule_state else {
             return Ok(None);
         };
-        Ok(Some(output::rule_hits(
+        Ok(Some(report::rule_hits(
             &self.rules,
             state.hits(&rule_tables(&self.skel))?,
         )))
@@ -264,7 +76,7 @@ impl XdpProbe<'_> {
 
     fn reload(&mut self) -> Result<usize> {
         let rules = self.sources.all()?;
-        let compiled = rules::compile_args(&rules)?;
+        let compiled = filter::compile_args(&rules)?;
         let state = self.rule_state.as_mut().context("no rules loaded")?;
         state.install(&rule_tables(&self.skel), &rules, &compiled)?;
         self.rules = rules;
@@ -287,7 +99,7 @@ impl Probe for XdpProbe<'_> {
         };
         let interval = now - since;
         self.last = (now, stats, run);
-        let protocols = output::protocol_rates(&stats, &before, secs(interval));
+        let protocols = report::protocol_rates(&stats, &before, secs(interval));
         let verdict_totals = stats.verdicts();
         let verdicts = VERDICT_DISPLAY_ORDER
             .iter()
@@ -346,11 +158,11 @@ impl Probe for XdpProbe<'_> {
             return false;
         }
         match self.reload() {
-            Ok(n) => eprintln!("netprobe: SIGHUP: {n} rules in force"),
-            Err(e) => eprintln!(
-                "netprobe: SIGHUP: {}; the previous rules stay in force",
-                crate::cli::one_line(&format!("{e:#}"))
-            ),
+            Ok(n) => console::note(format!("SIGHUP: {n} rules in force")),
+            Err(e) => console::note(format!(
+                "SIGHUP: {}; the previous rules stay in force",
+                one_line(&format!("{e:#}"))
+            )),
         }
         true
     }
@@ -360,13 +172,13 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     // Everything the user gave is checked before anything is loaded.
     let sources = RuleSources::parse(args)?;
     let rules = sources.all()?;
-    let compiled = rules::compile_args(&rules)?;
+    let compiled = filter::compile_args(&rules)?;
     privilege::require("netprobe xdp", privilege::CAP_NET_ADMIN, "CAP_NET_ADMIN")?;
     let ifindex = netdev::ifindex(&args.iface)?;
     let redirect_ifindex = args.redirect.as_deref().map(netdev::ifindex).transpose()?;
     let reply_addrs = match args.reply {
         Some(_) => {
-            let addrs = interface_addrs(&args.iface)?;
+            let addrs = netdev::interface_addrs(&args.iface)?;
             if addrs.is_empty() {
                 return Err(UsageError(format!(
                     "--reply icmp: {} has no IPv4 or IPv6 address to answer for",
@@ -433,26 +245,34 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     if let Some(prog) = &existing {
         netdev::detach(ifindex, prog)
             .with_context(|| format!("replacing the XDP program on {}", args.iface))?;
-        eprintln!("netprobe: detached XDP program {prog} from {}", args.iface);
+        console::note(format!("detached XDP program {prog} from {}", args.iface));
     }
-    let (link, mode, fallback) =
-        netdev::attach_xdp(program(&skel).as_fd(), ifindex, &args.iface, args.mode)?;
+    let (link, mode, fallback) = netdev::attach_xdp(
+        program(&skel).as_fd(),
+        ifindex,
+        &args.iface,
+        match args.mode {
+            XdpModeArg::Native => Some(XdpMode::Native),
+            XdpModeArg::Skb => Some(XdpMode::Skb),
+            XdpModeArg::Auto => None,
+        },
+    )?;
     let watchdog = args
         .for_duration
         .map(|d| start_watchdog(&link, d))
         .transpose()?;
     if let Some(why) = fallback {
-        eprintln!("netprobe: {why} on {}; using skb mode", args.iface);
+        console::note(format!("{why} on {}; using skb mode", args.iface));
     }
     let what = match (rules.len(), args.dry_run) {
         (0, _) => String::new(),
         (n, false) => format!(" with {n} rules"),
         (n, true) => format!(" with {n} rules (dry run: nothing is dropped)"),
     };
-    eprintln!(
-        "netprobe: attached to {} in {mode} mode{what}; Ctrl-C to stop",
+    console::note(format!(
+        "attached to {} in {mode} mode{what}; Ctrl-C to stop",
         args.iface
-    );
+    ));
     let attached_at = Instant::now();
     let mut probe = XdpProbe {
         skel,
@@ -475,11 +295,11 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     let result = session::run(&mut probe, &mut runloop, reporting, stop_after);
     if let Some(d) = args.for_duration {
         if probe.attached_at.elapsed() >= d {
-            eprintln!(
-                "netprobe: detached from {} after --for {}",
+            console::note(format!(
+                "detached from {} after --for {}",
                 args.iface,
                 humantime::format_duration(d)
-            );
+            ));
         }
     }
     result

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::kprobe::BackendArg;
-use crate::netdev::XdpModeArg;
+pub mod docs;
+mod values;
+
+use values::{parse_count, parse_interval, parse_metrics_addr};
+pub use values::{parse_positive_duration, BackendArg, XdpModeArg};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,36 +105,6 @@ pub struct ManpagesArgs {
     /// Where to write the pages
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-}
-
-/// Writes the completion script for `shell` to `out`, from the same
-/// definitions that parse the command line.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
-    use clap::CommandFactory;
-    clap_complete::generate(shell, &mut Cli::command(), "netprobe", out);
-}
-
-/// Writes netprobe.1 and netprobe-SUBCOMMAND.1 into `dir`.
-pub fn manpages(dir: &std::path::Path) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use clap::CommandFactory;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cmd = Cli::command();
-    let mut pages = vec![("netprobe".to_string(), cmd.clone())];
-    for sub in cmd
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-    {
-        let name = format!("netprobe-{}", sub.get_name());
-        pages.push((name.clone(), sub.clone().name(name)));
-    }
-    for (name, page) in pages {
-        let path = dir.join(format!("{name}.1"));
-        let mut out = Vec::new();
-        clap_mangen::Man::new(page).render(&mut out)?;
-        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }
 
 const KPROBE_AFTER_HELP: &str = "\
@@ -254,7 +227,7 @@ pub struct OutputArgs {
 
     /// Serve the counters at http://ADDR/metrics for Prometheus; a bare PORT or
     /// :PORT means loopback (127.0.0.1:PORT); port 0 picks a free one
-    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub prometheus: Option<std::net::SocketAddr>,
 
     /// Print no counters (errors still go to stderr); with --prometheus, serve only
@@ -358,56 +331,6 @@ pub enum ReplyProto {
     Icmp,
 }
 
-/// A mistake in what the user asked for (exit status 2), as opposed to a
-/// failure of the system (exit status 1).
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// Folds a multi-line message (clap's usage errors, libbpf's) into one line.
-pub fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
-        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A duration such as `10s`, `250ms` or `1m30s`; must be positive.
-pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 10s, 500ms or 2m ({e})"))?;
-    if d.is_zero() {
-        return Err(format!("'{s}' must be longer than zero"));
-    }
-    Ok(d)
-}
-
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a whole number")),
-    }
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_positive_duration(s)?;
-    if d < Duration::from_millis(10) {
-        return Err(format!("'{s}' is shorter than the 10ms minimum"));
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,69 +339,6 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn completions_cover_every_subcommand() {
-        let mut out = Vec::new();
-        completions(clap_complete::Shell::Bash, &mut out);
-        let text = String::from_utf8(out).unwrap();
-        for word in [
-            "xdp",
-            "sockfilter",
-            "kprobe",
-            "list",
-            "check",
-            "--rules-file",
-            "--prometheus",
-            "--backend",
-        ] {
-            assert!(text.contains(word), "{word} missing from bash completion");
-        }
-    }
-
-    #[test]
-    fn man_pages_for_every_subcommand() {
-        let dir = std::env::temp_dir().join(format!("netprobe-man-{}", std::process::id()));
-        manpages(&dir).unwrap();
-        for page in [
-            "netprobe",
-            "netprobe-xdp",
-            "netprobe-sockfilter",
-            "netprobe-kprobe",
-            "netprobe-list",
-            "netprobe-check",
-        ] {
-            let text = std::fs::read_to_string(dir.join(format!("{page}.1"))).unwrap();
-            assert!(
-                text.starts_with(".ie") || text.contains(".TH"),
-                "{page}: {}",
-                &text[..80.min(text.len())]
-            );
-        }
-        let xdp = std::fs::read_to_string(dir.join("netprobe-xdp.1")).unwrap();
-        // roff escapes hyphens: --dry-run is written \-\-dry\-run.
-        assert!(
-            xdp.contains(r"dry\-run"),
-            "--dry-run missing from netprobe-xdp.1"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(
-            parse_positive_duration("1m30s"),
-            Ok(Duration::from_secs(90))
-        );
-        assert!(parse_positive_duration("0s")
-            .unwrap_err()
-            .contains("longer than zero"));
-        assert!(parse_positive_duration("ten")
-            .unwrap_err()
-            .contains("not a duration"));
-        assert!(parse_interval("5ms").unwrap_err().contains("10ms minimum"));
     }
 
     #[test]
@@ -514,7 +374,7 @@ mod tests {
     fn bad_mode_is_one_line() {
         let err = Cli::try_parse_from(["netprobe", "xdp", "eth1", "--mode", "fast"]).unwrap_err();
         assert_eq!(
-            one_line(&err.to_string()),
+            crate::error::one_line(&err.to_string()),
             "invalid value 'fast' for '--mode <MODE>' [possible values: native, skb, auto]"
         );
     }

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use anyhow::{Context, Result};
 use libbpf_rs::libbpf_sys;
 
-use crate::netdev::prog_info;
+use super::netdev::prog_info;
 
 pub struct RunTimeStats {
     _enabled: OwnedFd,

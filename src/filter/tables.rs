@@ -11,8 +11,9 @@
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::counters::{sum_percpu, Counter};
-use crate::rules::{Compiled, Rule};
+use super::compile::{Compiled, MAX_SHAPES};
+use super::model::Rule;
+use crate::kernel::counters::{sum_percpu, Counter};
 
 /// `struct np_addr_key`.
 #[repr(C)]
@@ -56,8 +57,6 @@ struct RuleRef {
     rule: u32,
     action: u32,
 }
-
-use crate::rules::MAX_SHAPES;
 
 /// `struct np_rules_config`.
 #[repr(C)]
@@ -104,7 +103,7 @@ pub struct RuleTables<'a, M: MapCore> {
 #[macro_export]
 macro_rules! rule_tables {
     ($skel:expr) => {
-        $crate::rulemaps::RuleTables {
+        $crate::filter::tables::RuleTables {
             addr_trie: &$skel.maps.addr_trie,
             port_trie: &$skel.maps.port_trie,
             shape_table: &$skel.maps.shape_table,
@@ -120,7 +119,7 @@ macro_rules! rule_tables {
 #[macro_export]
 macro_rules! size_rule_tables {
     ($maps:expr, $capacity:expr) => {{
-        let cap: $crate::rulemaps::Capacity = $capacity;
+        let cap: $crate::filter::tables::Capacity = $capacity;
         $maps.addr_trie.set_max_entries(cap.entries)?;
         $maps.port_trie.set_max_entries(cap.entries)?;
         $maps.shape_table.set_max_entries(cap.entries)?;

@@ -7,7 +7,7 @@
 //! the cap are closed at once, so a client that connects and says nothing,
 //! or many at once, cannot stall anything.
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::output::{Snapshot, Source};
+use super::snapshot::{Snapshot, Source};
 
 /// Connections served at once; more are closed on accept.
 const MAX_CLIENTS: usize = 64;
@@ -24,22 +24,6 @@ const MAX_CLIENTS: usize = 64;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request head read.
 const MAX_REQUEST: usize = 8192;
-
-/// Where `--prometheus` listens: `PORT` and `:PORT` mean loopback.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let with_host = if s.parse::<u16>().is_ok() {
-        format!("127.0.0.1:{s}")
-    } else if let Some(port) = s.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
-    } else {
-        s.to_string()
-    };
-    with_host
-        .to_socket_addrs()
-        .map_err(|e| format!("'{s}' is not an address like 127.0.0.1:9435 ({e})"))?
-        .next()
-        .ok_or_else(|| format!("'{s}' names no address"))
-}
 
 pub struct Exporter {
     page: Arc<Mutex<Arc<String>>>,

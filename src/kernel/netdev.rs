@@ -2,11 +2,15 @@
 //! bpf_link, and detaching what is there for `--replace`.
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::{LinkInfoIter, LinkTypeInfo};
+use serde::Serialize;
+
+use super::netlink;
 
 /// The interface index of `name` in this network namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
@@ -15,17 +19,6 @@ pub fn ifindex(name: &str) -> Result<u32> {
     }
     nix::net::if_::if_nametoindex(name)
         .map_err(|_| anyhow!("no interface named '{name}' in this network namespace"))
-}
-
-/// How the XDP program is attached, as the user asks for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpModeArg {
-    /// In the driver, before an skb exists (fails if the driver lacks XDP).
-    Native,
-    /// Generic XDP on the skb: works on every interface, slower.
-    Skb,
-    /// Native if the driver supports it, else skb.
-    Auto,
 }
 
 /// The mode a program is actually attached in.
@@ -202,13 +195,14 @@ pub fn attach_xdp_link(prog: BorrowedFd<'_>, ifindex: u32, mode: XdpMode) -> io:
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Attaches as `--mode` asks. Returns the link, the mode it got, and for
-/// `auto` the reason native mode was not used.
+/// Attaches in `mode`, or with `None` natively if the driver can and in skb
+/// mode otherwise (`--mode auto`). Returns the link, the mode it got, and
+/// for `None` the reason native mode was not used.
 pub fn attach_xdp(
     prog: BorrowedFd<'_>,
     ifindex: u32,
     iface: &str,
-    mode: XdpModeArg,
+    mode: Option<XdpMode>,
 ) -> Result<(OwnedFd, XdpMode, Option<String>)> {
     let explain = |mode: XdpMode, err: io::Error| -> anyhow::Error {
         match (mode, err.raw_os_error()) {
@@ -227,13 +221,10 @@ pub fn attach_xdp(
         }
     };
     match mode {
-        XdpModeArg::Native => attach_xdp_link(prog, ifindex, XdpMode::Native)
-            .map(|l| (l, XdpMode::Native, None))
-            .map_err(|e| explain(XdpMode::Native, e)),
-        XdpModeArg::Skb => attach_xdp_link(prog, ifindex, XdpMode::Skb)
-            .map(|l| (l, XdpMode::Skb, None))
-            .map_err(|e| explain(XdpMode::Skb, e)),
-        XdpModeArg::Auto => match attach_xdp_link(prog, ifindex, XdpMode::Native) {
+        Some(mode) => attach_xdp_link(prog, ifindex, mode)
+            .map(|l| (l, mode, None))
+            .map_err(|e| explain(mode, e)),
+        None => match attach_xdp_link(prog, ifindex, XdpMode::Native) {
             Ok(link) => Ok((link, XdpMode::Native, None)),
             Err(e)
                 if matches!(
@@ -254,4 +245,81 @@ pub fn attach_xdp(
             }
         },
     }
+}
+
+/// The name of interface `index`, or `ifN` if it has gone.
+pub fn interface_name(index: i32) -> String {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: the buffer has room for IF_NAMESIZE bytes as the call requires.
+    let name = unsafe { libc::if_indextoname(index as u32, buf.as_mut_ptr().cast()) };
+    if name.is_null() {
+        return format!("if{index}");
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// The IPv4 and IPv6 addresses of `iface`.
+pub fn interface_addrs(iface: &str) -> Result<Vec<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    Ok(addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            let sa = a.address?;
+            if let Some(v4) = sa.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect())
+}
+
+/// An interface and the XDP modes its driver offers.
+#[derive(Serialize)]
+pub struct InterfaceModes {
+    pub name: String,
+    pub ifindex: u32,
+    /// Whether the driver runs XDP itself; `None` where the kernel (< 6.3)
+    /// does not say.
+    pub native: Option<bool>,
+    pub skb: bool,
+}
+
+impl InterfaceModes {
+    /// The modes as shown by `list` and `check`.
+    pub fn modes_text(&self) -> &'static str {
+        match self.native {
+            Some(true) => "native, skb",
+            Some(false) => "skb",
+            None => "skb (native: unknown, kernel < 6.3 does not report it)",
+        }
+    }
+}
+
+/// NETDEV_XDP_ACT_BASIC: the driver runs XDP programs itself.
+const XDP_ACT_BASIC: u64 = 1;
+
+/// Every interface in this network namespace with its XDP modes, by ifindex.
+pub fn interfaces() -> Vec<InterfaceModes> {
+    let features = netlink::xdp_features();
+    let mut out: Vec<InterfaceModes> = nix::net::if_::if_nameindex()
+        .map(|list| {
+            list.iter()
+                .map(|i| {
+                    let ifindex = i.index();
+                    InterfaceModes {
+                        name: i.name().to_string_lossy().into_owned(),
+                        ifindex,
+                        native: features
+                            .as_ref()
+                            .map(|f| f.get(&ifindex).is_some_and(|b| b & XDP_ACT_BASIC != 0)),
+                        skb: true,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by_key(|i| i.ifindex);
+    out
 }

@@ -2,156 +2,33 @@
 //! program counts every frame and decides what reaches user space; user
 //! space reads the ring and prints, writes pcap, or only counts.
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapMut, OpenObject};
-use serde::Serialize;
+
+pub mod program;
+mod sink;
+
+pub use program::{load, read_stats, rule_tables, LoadOptions};
+use program::{FILTERED, PASSED};
+use sink::{open_output, Sink};
 
 use crate::cli::SockfilterArgs;
-use crate::counters::{read_percpu, Stats};
-use crate::decode;
-use crate::netdev;
-use crate::output::{self, CaptureCounts, Snapshot, Source};
-use crate::packet_socket::{Frame, PacketSocket, SocketStats};
-use crate::pcap::PcapWriter;
-use crate::privilege;
-use crate::rulemaps::{Capacity, RuleState, RuleTables};
-use crate::rules::{self, Action, Rule};
-use crate::runloop::RunLoop;
+use crate::console;
+use crate::filter::tables::{Capacity, RuleState};
+use crate::filter::{self, Action, Rule};
+use crate::kernel::counters::Stats;
+use crate::kernel::netdev;
+use crate::kernel::packet_socket::{PacketSocket, SocketStats};
+use crate::kernel::privilege;
+use crate::report::{self, CaptureCounts, Snapshot, Source};
+use crate::session::runloop::RunLoop;
 use crate::session::{self, secs, Probe, Reporting};
-use crate::skel::sockfilter::{SockfilterSkel, SockfilterSkelBuilder};
-
-/// What the program is loaded with.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// Room for filter rules; `None`: every frame matches.
-    pub rules: Option<Capacity>,
-    pub counts_only: bool,
-    /// Bytes delivered per frame; 0 for the whole frame.
-    pub snaplen: u32,
-}
-
-/// pcap's customary "whole frame" snap length.
-const WHOLE_FRAME: u32 = 262_144;
-
-pub fn load<'obj>(
-    storage: &'obj mut MaybeUninit<OpenObject>,
-    opts: &LoadOptions,
-) -> Result<SockfilterSkel<'obj>> {
-    let mut open = SockfilterSkelBuilder::default()
-        .open(storage)
-        .context("opening the socket filter object")?;
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("no .rodata in the socket filter object")?;
-    rodata.rules_enabled = opts.rules.is_some();
-    rodata.counts_only = opts.counts_only;
-    // The filter's return value is how many bytes the socket keeps.
-    rodata.snaplen = if opts.snaplen == 0 {
-        u32::MAX
-    } else {
-        opts.snaplen
-    };
-    let cap = opts.rules.unwrap_or(Capacity {
-        rules: 1,
-        entries: 1,
-    });
-    rodata.max_rules = cap.rules;
-    crate::size_rule_tables!(open.maps, cap);
-    open.load()
-        .context("loading the socket filter into the kernel")
-}
-
-pub fn rule_tables<'a, 'obj>(skel: &'a SockfilterSkel<'obj>) -> RuleTables<'a, MapMut<'obj>> {
-    crate::rule_tables!(skel)
-}
-
-pub fn read_stats(skel: &SockfilterSkel<'_>) -> Result<Stats> {
-    read_percpu(&skel.maps.sock_stats)
-}
-
-/// The verdict index of frames handed to the socket (NP_VERDICT_PASS).
-const PASSED: usize = 2;
-/// The verdict index of frames the filter kept from the socket (NP_VERDICT_DROP).
-const FILTERED: usize = 1;
-
-/// One delivered frame as a JSON line.
-#[derive(Serialize)]
-struct PacketEvent<'a> {
-    event: &'static str,
-    time: String,
-    iface: &'a str,
-    direction: &'static str,
-    #[serde(flatten)]
-    summary: decode::Summary,
-    len: u32,
-    caplen: usize,
-}
-
-/// Where delivered frames go.
-enum Sink {
-    Lines(BufWriter<io::Stdout>),
-    Json(BufWriter<io::Stdout>),
-    Pcap(PcapWriter<BufWriter<Box<dyn Write + Send>>>),
-    Discard,
-}
-
-fn frame_time(f: &Frame<'_>) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::new(u64::from(f.sec), f.nsec)
-}
-
-impl Sink {
-    fn write(&mut self, f: &Frame<'_>, iface: &str) -> io::Result<()> {
-        let direction = if f.outgoing { "Out" } else { "In" };
-        match self {
-            Sink::Lines(out) => {
-                let stamp = humantime::format_rfc3339_micros(frame_time(f)).to_string();
-                let s = decode::summarize(f.data);
-                // The time of day, UTC, as tcpdump prints it.
-                writeln!(
-                    out,
-                    "{} {iface} {direction:<3} {} {} length {}",
-                    &stamp[11..26],
-                    s.proto,
-                    s.endpoints(),
-                    f.len
-                )
-            }
-            Sink::Json(out) => {
-                let event = PacketEvent {
-                    event: "packet",
-                    time: humantime::format_rfc3339_nanos(frame_time(f)).to_string(),
-                    iface,
-                    direction,
-                    summary: decode::summarize(f.data),
-                    len: f.len,
-                    caplen: f.data.len(),
-                };
-                serde_json::to_writer(&mut *out, &event)?;
-                out.write_all(b"\n")
-            }
-            Sink::Pcap(w) => w.write(f.sec, f.nsec, f.len, f.data),
-            Sink::Discard => Ok(()),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Lines(out) | Sink::Json(out) => out.flush(),
-            Sink::Pcap(w) => w.flush(),
-            Sink::Discard => Ok(()),
-        }
-    }
-}
+use crate::skel::sockfilter::SockfilterSkel;
 
 struct SockProbe<'obj> {
     skel: SockfilterSkel<'obj>,
@@ -166,17 +43,6 @@ struct SockProbe<'obj> {
     socket_stats: SocketStats,
     attached_at: Instant,
     last: (Instant, Stats),
-}
-
-fn interface_name(index: i32) -> String {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: the buffer has room for IF_NAMESIZE bytes as the call requires.
-    let name = unsafe { libc::if_indextoname(index as u32, buf.as_mut_ptr().cast()) };
-    if name.is_null() {
-        return format!("if{index}");
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
 impl SockProbe<'_> {
@@ -199,7 +65,7 @@ impl SockProbe<'_> {
             }
             let iface = names
                 .entry(frame.ifindex)
-                .or_insert_with(|| interface_name(frame.ifindex));
+                .or_insert_with(|| netdev::interface_name(frame.ifindex));
             if let Err(e) = sink.write(frame, iface) {
                 failure = Some(e);
                 return false;
@@ -233,7 +99,7 @@ impl Probe for SockProbe<'_> {
         let interval = now - since;
         self.last = (now, stats);
         let rules = match &self.rule_state {
-            Some(state) => Some(output::rule_hits(
+            Some(state) => Some(report::rule_hits(
                 &self.rules,
                 state.hits(&rule_tables(&self.skel))?,
             )),
@@ -248,7 +114,7 @@ impl Probe for SockProbe<'_> {
             time: SystemTime::now(),
             interval,
             elapsed: now - self.attached_at,
-            protocols: Some(output::protocol_rates(&stats, &before, secs(interval))),
+            protocols: Some(report::protocol_rates(&stats, &before, secs(interval))),
             verdicts: None,
             functions: None,
             events_lost: None,
@@ -296,21 +162,10 @@ impl Probe for SockProbe<'_> {
     }
 }
 
-fn open_output(path: &Path, snaplen: u32) -> Result<PcapWriter<BufWriter<Box<dyn Write + Send>>>> {
-    let out: Box<dyn Write + Send> = if path == Path::new("-") {
-        Box::new(io::stdout())
-    } else {
-        Box::new(File::create(path).with_context(|| format!("cannot write {}", path.display()))?)
-    };
-    let snaplen = if snaplen == 0 { WHOLE_FRAME } else { snaplen };
-    PcapWriter::new(BufWriter::with_capacity(1 << 16, out), snaplen)
-        .context("writing the pcap header")
-}
-
 pub fn run(args: &SockfilterArgs) -> Result<()> {
     // Everything the user gave is checked before anything is opened.
-    let rules = rules::parse_args(&args.filter, Action::Capture)?;
-    let compiled = rules::compile_args(&rules)?;
+    let rules = filter::parse_args(&args.filter, Action::Capture)?;
+    let compiled = filter::compile_args(&rules)?;
     privilege::require("netprobe sockfilter", privilege::CAP_NET_RAW, "CAP_NET_RAW")?;
     let ifindex = args
         .iface
@@ -358,7 +213,9 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
         (false, 0) => "every frame".to_string(),
         (false, n) => format!("{n} filter rules"),
     };
-    eprintln!("netprobe: socket filter attached on {label} ({what}); Ctrl-C to stop");
+    console::note(format!(
+        "socket filter attached on {label} ({what}); Ctrl-C to stop"
+    ));
     let attached_at = Instant::now();
     let mut probe = SockProbe {
         skel,

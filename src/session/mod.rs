@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
+pub mod runloop;
+
+use runloop::{RunLoop, Wake};
+
 use crate::cli::OutputArgs;
-use crate::metrics::Exporter;
-use crate::output::{self, Snapshot};
-use crate::runloop::{RunLoop, Wake};
+use crate::console;
+use crate::report::prometheus::Exporter;
+use crate::report::{self, Snapshot};
 
 /// A loaded and attached probe.
 pub trait Probe {
@@ -56,7 +60,7 @@ impl Reporting {
     pub fn new(args: &OutputArgs, periodic: bool, to_stderr: bool) -> Result<Reporting> {
         let exporter = args.prometheus.map(Exporter::bind).transpose()?;
         if let Some(e) = &exporter {
-            eprintln!("netprobe: serving metrics at http://{}/metrics", e.addr);
+            console::note(format!("serving metrics at http://{}/metrics", e.addr));
         }
         Ok(Reporting {
             json: args.json,
@@ -79,11 +83,11 @@ pub fn run(
     let mut printer = if reporting.to_stderr {
         let stderr = io::stderr();
         let terminal = stderr.is_terminal();
-        output::printer(reporting.json, Box::new(stderr), terminal)
+        report::printer(reporting.json, Box::new(stderr), terminal)
     } else {
         let stdout = io::stdout();
         let terminal = stdout.is_terminal();
-        output::printer(reporting.json, Box::new(stdout), terminal)
+        report::printer(reporting.json, Box::new(stdout), terminal)
     };
     runloop.start(stop_after);
     if let Some(exporter) = &reporting.exporter {

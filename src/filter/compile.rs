@@ -1,0 +1,243 @@
+//! Compiling a rule set into the tables the BPF matcher reads: one
+//! longest-prefix trie for addresses, one for port blocks, and a hash per
+//! shape keyed by the tries' results. `Compiled::lookup` is what the BPF
+//! matcher does, in Rust.
+use std::collections::{BTreeMap, HashMap};
+
+use super::model::{
+    Action, PacketFields, PortRange, Prefix, Rule, L4_NONE, L4_TCP, L4_UDP, SHAPE_DPORT, SHAPE_DST,
+    SHAPE_L3, SHAPE_L4, SHAPE_SPORT, SHAPE_SRC,
+};
+
+/// Distinct shapes a rule set may use; each costs one hash lookup per packet.
+pub const MAX_SHAPES: usize = 64;
+/// Hash entries a rule set may compile into.
+pub const MAX_ENTRIES: usize = 4 << 20;
+
+/// The key of one hash entry: a shape and the trie results it constrains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShapeKey {
+    pub shape: u8,
+    pub l3: u8,
+    pub l4: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u32,
+    pub dport: u32,
+}
+
+/// What a hash entry points at: the first rule with that key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub rule: u32,
+    pub action: Action,
+}
+
+/// A rule set compiled into trie and hash entries (generation-free; the
+/// maps module adds the generation byte).
+#[derive(Clone, Debug, Default)]
+pub struct Compiled {
+    /// Address trie: prefix -> class id (1-based).
+    pub addr_classes: Vec<(Prefix, u32)>,
+    /// Port trie: (first port, prefix length) -> class id (1-based).
+    pub port_classes: Vec<((u16, u8), u32)>,
+    /// Shapes in use, in the order the program tries them.
+    pub shapes: Vec<u8>,
+    pub entries: HashMap<ShapeKey, RuleRef>,
+}
+
+/// Prefixes indexed so that "all prefixes inside P" is a range scan:
+/// (group, first value, last value), where group keeps IPv4 and IPv6 apart.
+struct PrefixIndex<K: Ord + Copy> {
+    /// (group, first, last, key, class), sorted.
+    sorted: Vec<(u8, u128, u128, K, u32)>,
+}
+
+impl<K: Ord + Copy> PrefixIndex<K> {
+    fn new(items: impl Iterator<Item = (u8, u128, u128, K)>) -> PrefixIndex<K> {
+        let mut sorted: Vec<(u8, u128, u128, K, u32)> =
+            items.map(|(g, s, e, k)| (g, s, e, k, 0)).collect();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.3 == b.3);
+        for (i, item) in sorted.iter_mut().enumerate() {
+            item.4 = i as u32 + 1;
+        }
+        PrefixIndex { sorted }
+    }
+
+    /// Classes of the indexed prefixes lying within `(group, first, last)`.
+    fn within(&self, (group, first, last): (u8, u128, u128)) -> impl Iterator<Item = u32> + '_ {
+        let from = self
+            .sorted
+            .partition_point(|item| (item.0, item.1) < (group, first));
+        self.sorted[from..]
+            .iter()
+            .take_while(move |item| item.0 == group && item.1 <= last)
+            .filter(move |item| item.2 <= last)
+            .map(|item| item.4)
+    }
+
+    fn classes(&self) -> Vec<(K, u32)> {
+        self.sorted.iter().map(|item| (item.3, item.4)).collect()
+    }
+}
+
+/// An address prefix as (family, first address, last address), addresses
+/// read as 128-bit numbers (IPv4 in the top 32 bits, as stored).
+fn prefix_range(p: &Prefix) -> (u8, u128, u128) {
+    let first = u128::from_be_bytes(p.addr);
+    let host_bits = u128::MAX.checked_shr(u32::from(p.len)).unwrap_or(0);
+    (p.family, first, first | host_bits)
+}
+
+/// A port block as (0, first port, last port).
+pub(super) fn block_range(port: u16, len: u8) -> (u8, u128, u128) {
+    let span = (1u32 << (16 - u32::from(len))) - 1;
+    (0, u128::from(port), u128::from(u32::from(port) | span))
+}
+
+impl Compiled {
+    pub fn compile(rules: &[Rule]) -> Result<Compiled, String> {
+        let alternatives = || {
+            rules
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| r.alternatives.iter().map(move |c| (i, r.action, c)))
+        };
+        let addr_index = PrefixIndex::new(
+            alternatives()
+                .flat_map(|(_, _, c)| [c.src, c.dst])
+                .flatten()
+                .map(|p| {
+                    let (g, s, e) = prefix_range(&p);
+                    (g, s, e, p)
+                }),
+        );
+        let port_index = PrefixIndex::new(
+            alternatives()
+                .flat_map(|(_, _, c)| [c.sport, c.dport])
+                .flatten()
+                .flat_map(PortRange::blocks)
+                .map(|(port, len)| {
+                    let (g, s, e) = block_range(port, len);
+                    (g, s, e, (port, len))
+                }),
+        );
+        let addr_within = |p: &Prefix| -> Vec<u32> { addr_index.within(prefix_range(p)).collect() };
+        let port_within = |r: &PortRange| -> Vec<u32> {
+            let mut out: Vec<u32> = r
+                .blocks()
+                .iter()
+                .flat_map(|&(port, len)| {
+                    port_index
+                        .within(block_range(port, len))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            out.sort_unstable();
+            out.dedup();
+            out
+        };
+
+        let mut shapes: BTreeMap<u8, usize> = BTreeMap::new();
+        let mut entries: HashMap<ShapeKey, RuleRef> = HashMap::new();
+        for (rule, action, c) in alternatives() {
+            let shape = c.shape();
+            let order = shapes.len();
+            shapes.entry(shape).or_insert(order);
+            if shapes.len() > MAX_SHAPES {
+                return Err(format!(
+                    "the rules use more than {MAX_SHAPES} different combinations of fields; \
+                     netprobe matches at most {MAX_SHAPES}"
+                ));
+            }
+            let any = vec![0u32];
+            let src = c.src.as_ref().map_or_else(|| any.clone(), addr_within);
+            let dst = c.dst.as_ref().map_or_else(|| any.clone(), addr_within);
+            let sport = c.sport.as_ref().map_or_else(|| any.clone(), port_within);
+            let dport = c.dport.as_ref().map_or_else(|| any.clone(), port_within);
+            for &s in &src {
+                for &d in &dst {
+                    for &sp in &sport {
+                        for &dp in &dport {
+                            let key = ShapeKey {
+                                shape,
+                                l3: c.l3.unwrap_or(0),
+                                l4: c.l4.unwrap_or(0),
+                                src: s,
+                                dst: d,
+                                sport: sp,
+                                dport: dp,
+                            };
+                            // The first rule wins a shared key.
+                            entries.entry(key).or_insert(RuleRef {
+                                rule: rule as u32,
+                                action,
+                            });
+                            if entries.len() > MAX_ENTRIES {
+                                return Err(format!(
+                                    "the rules compile into more than {MAX_ENTRIES} table entries \
+                                     (many nested prefixes or wide port ranges); split or simplify them"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut shape_order: Vec<(usize, u8)> = shapes.into_iter().map(|(s, o)| (o, s)).collect();
+        shape_order.sort();
+        Ok(Compiled {
+            addr_classes: addr_index.classes(),
+            port_classes: port_index.classes(),
+            shapes: shape_order.into_iter().map(|(_, s)| s).collect(),
+            entries,
+        })
+    }
+
+    /// What the BPF matcher does, in Rust: the first rule a packet matches.
+    pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
+        let addr_class = |addr: Option<[u8; 16]>| -> u32 {
+            addr.and_then(|a| {
+                self.addr_classes
+                    .iter()
+                    .filter(|(prefix, _)| prefix.contains_addr(p.family, &a))
+                    .max_by_key(|(prefix, _)| prefix.len)
+                    .map(|(_, class)| *class)
+            })
+            .unwrap_or(0)
+        };
+        let port_class = |port: Option<u16>| -> u32 {
+            port.filter(|_| matches!(p.l4, Some(L4_TCP | L4_UDP)))
+                .and_then(|port| {
+                    self.port_classes
+                        .iter()
+                        .filter(|((first, len), _)| {
+                            let (_, s, e) = block_range(*first, *len);
+                            (s..=e).contains(&u128::from(port))
+                        })
+                        .max_by_key(|((_, len), _)| *len)
+                        .map(|(_, class)| *class)
+                })
+                .unwrap_or(0)
+        };
+        let (src, dst) = (addr_class(p.saddr), addr_class(p.daddr));
+        let (sport, dport) = (port_class(p.sport), port_class(p.dport));
+        self.shapes
+            .iter()
+            .filter_map(|&shape| {
+                let pick = |bit: u8, v: u32| if shape & bit != 0 { v } else { 0 };
+                let key = ShapeKey {
+                    shape,
+                    l3: pick(SHAPE_L3, u32::from(p.l3)) as u8,
+                    l4: pick(SHAPE_L4, u32::from(p.l4.unwrap_or(L4_NONE))) as u8,
+                    src: pick(SHAPE_SRC, src),
+                    dst: pick(SHAPE_DST, dst),
+                    sport: pick(SHAPE_SPORT, sport),
+                    dport: pick(SHAPE_DPORT, dport),
+                };
+                self.entries.get(&key).copied()
+            })
+            .min_by_key(|r| r.rule)
+    }
+}

@@ -1,0 +1,374 @@
+//! The rule language's grammar: words to rules, every error naming the
+//! word and its column.
+//!
+//! ```text
+//! rule      := primitive ("and" primitive)*
+//! primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
+//!            | [src|dst] host ADDR | [src|dst] net CIDR
+//!            | [src|dst] port N    | [src|dst] portrange N-M
+//! ```
+use std::fmt;
+use std::net::IpAddr;
+
+use super::model::{
+    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L4_ICMP, L4_ICMPV6,
+    L4_TCP, L4_UDP,
+};
+
+/// Alternatives one rule may expand into (`host A and port N` is four).
+pub const MAX_ALTERNATIVES_PER_RULE: usize = 16;
+
+/// A parse or validation error, naming the offending word and its column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    pub rule: String,
+    pub message: String,
+    /// 1-based character column of the offending word, if there is one.
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad rule '{}': {}", self.rule, self.message)?;
+        if let Some(col) = self.column {
+            write!(f, " at column {col}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Src,
+    Dst,
+    Either,
+}
+
+struct Word<'a> {
+    text: &'a str,
+    column: usize,
+}
+
+fn words(text: &str) -> Vec<Word<'_>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, ch) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (ch.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                out.push(Word {
+                    text: &text[s..i],
+                    column: text[..s].chars().count() + 1,
+                });
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 or IPv6 network"))?;
+    let mut prefix = Prefix::host(ip);
+    if let Some(len) = len {
+        let max = Prefix::bits(prefix.family);
+        prefix.len = len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("'{len}' is not a prefix length from 0 to {max}"))?;
+    }
+    let mut masked = prefix.addr;
+    for (i, byte) in masked.iter_mut().enumerate() {
+        let keep = u32::from(prefix.len).saturating_sub(8 * i as u32).min(8);
+        *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    if masked != prefix.addr {
+        return Err(format!(
+            "'{s}' has host bits set (did you mean {}?)",
+            Prefix {
+                addr: masked,
+                ..prefix
+            }
+        ));
+    }
+    Ok(prefix)
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .map_err(|_| format!("'{s}' is not a port from 0 to 65535"))
+}
+
+fn parse_range(s: &str) -> Result<PortRange, String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("'{s}' is not a port range like 1024-2047"))?;
+    let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
+    if lo > hi {
+        return Err(format!("'{s}' is an empty range"));
+    }
+    Ok(PortRange { lo, hi })
+}
+
+/// The alternatives one primitive allows.
+fn primitive_alternatives(dir: Dir, apply: impl Fn(&mut Conjunction, bool)) -> Vec<Conjunction> {
+    let one = |is_src: bool| {
+        let mut c = Conjunction::default();
+        apply(&mut c, is_src);
+        c
+    };
+    match dir {
+        Dir::Src => vec![one(true)],
+        Dir::Dst => vec![one(false)],
+        Dir::Either => vec![one(true), one(false)],
+    }
+}
+
+/// `a and b`: both constraints at once, or `None` if no packet can meet both.
+fn conjoin(a: &Conjunction, b: &Conjunction) -> Option<Conjunction> {
+    fn same<T: PartialEq + Copy>(x: Option<T>, y: Option<T>) -> Option<Option<T>> {
+        match (x, y) {
+            (Some(x), Some(y)) if x != y => None,
+            (x, y) => Some(x.or(y)),
+        }
+    }
+    fn narrower(x: Option<Prefix>, y: Option<Prefix>) -> Option<Option<Prefix>> {
+        match (x, y) {
+            (Some(x), Some(y)) if x.within(&y) => Some(Some(x)),
+            (Some(x), Some(y)) if y.within(&x) => Some(Some(y)),
+            (Some(_), Some(_)) => None,
+            (x, y) => Some(x.or(y)),
+        }
+    }
+    fn overlap(x: Option<PortRange>, y: Option<PortRange>) -> Option<Option<PortRange>> {
+        match (x, y) {
+            (Some(x), Some(y)) => x.intersect(y).map(Some),
+            (x, y) => Some(x.or(y)),
+        }
+    }
+    Some(Conjunction {
+        l3: same(a.l3, b.l3)?,
+        l4: same(a.l4, b.l4)?,
+        src: narrower(a.src, b.src)?,
+        dst: narrower(a.dst, b.dst)?,
+        sport: overlap(a.sport, b.sport)?,
+        dport: overlap(a.dport, b.dport)?,
+    })
+}
+
+/// Parses and validates one rule. The empty rule matches every packet.
+pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
+    let err = |message: String, column: Option<usize>| RuleError {
+        rule: text.to_string(),
+        message,
+        column,
+    };
+    let words = words(text);
+    let mut alternatives = vec![Conjunction::default()];
+    let mut i = 0;
+    while i < words.len() {
+        if i > 0 {
+            match words[i].text {
+                "and" | "&&" => i += 1,
+                "or" | "||" => {
+                    return Err(err(
+                        "'or' is not supported: give each alternative as its own rule".into(),
+                        Some(words[i].column),
+                    ))
+                }
+                other => {
+                    return Err(err(
+                        format!("expected 'and' before '{other}'"),
+                        Some(words[i].column),
+                    ))
+                }
+            }
+            if i == words.len() {
+                return Err(err(
+                    "the rule ends after 'and'".into(),
+                    Some(words[i - 1].column),
+                ));
+            }
+        }
+        let start = &words[i];
+        let mut dir = Dir::Either;
+        if matches!(start.text, "src" | "dst") {
+            dir = if start.text == "src" {
+                Dir::Src
+            } else {
+                Dir::Dst
+            };
+            i += 1;
+            let Some(next) = words.get(i) else {
+                return Err(err(
+                    format!(
+                        "'{}' needs host, net, port or portrange after it",
+                        start.text
+                    ),
+                    Some(start.column),
+                ));
+            };
+            if !matches!(next.text, "host" | "net" | "port" | "portrange") {
+                return Err(err(
+                    format!(
+                        "'{}' can only be followed by host, net, port or portrange, not '{}'",
+                        start.text, next.text
+                    ),
+                    Some(next.column),
+                ));
+            }
+        }
+        let word = &words[i];
+        let proto = |l3: Option<u8>, l4: Option<u8>| {
+            vec![Conjunction {
+                l3,
+                l4,
+                ..Default::default()
+            }]
+        };
+        let alts = match word.text {
+            "tcp" => proto(None, Some(L4_TCP)),
+            "udp" => proto(None, Some(L4_UDP)),
+            "icmp" => proto(None, Some(L4_ICMP)),
+            "icmp6" => proto(None, Some(L4_ICMPV6)),
+            "arp" => proto(Some(L3_ARP), None),
+            "ip" => proto(Some(L3_IPV4), None),
+            "ip6" => proto(Some(L3_IPV6), None),
+            "host" | "net" | "port" | "portrange" => {
+                let Some(arg) = words.get(i + 1) else {
+                    return Err(err(
+                        format!("'{}' needs a value after it", word.text),
+                        Some(word.column),
+                    ));
+                };
+                i += 1;
+                let bad = |m: String| err(m, Some(arg.column));
+                match word.text {
+                    "host" => {
+                        let ip: IpAddr = arg.text.parse().map_err(|_| {
+                            bad(format!("'{}' is not an IPv4 or IPv6 address", arg.text))
+                        })?;
+                        let p = Prefix::host(ip);
+                        primitive_alternatives(dir, |c, s| {
+                            if s {
+                                c.src = Some(p)
+                            } else {
+                                c.dst = Some(p)
+                            }
+                        })
+                    }
+                    "net" => {
+                        let p = parse_prefix(arg.text).map_err(bad)?;
+                        primitive_alternatives(dir, |c, s| {
+                            if s {
+                                c.src = Some(p)
+                            } else {
+                                c.dst = Some(p)
+                            }
+                        })
+                    }
+                    "port" => {
+                        let port = parse_port(arg.text).map_err(bad)?;
+                        let r = PortRange { lo: port, hi: port };
+                        primitive_alternatives(dir, |c, s| {
+                            if s {
+                                c.sport = Some(r)
+                            } else {
+                                c.dport = Some(r)
+                            }
+                        })
+                    }
+                    _ => {
+                        let r = parse_range(arg.text).map_err(bad)?;
+                        primitive_alternatives(dir, |c, s| {
+                            if s {
+                                c.sport = Some(r)
+                            } else {
+                                c.dport = Some(r)
+                            }
+                        })
+                    }
+                }
+            }
+            "not" | "!" => {
+                return Err(err("'not' is not supported".into(), Some(word.column)));
+            }
+            other => {
+                return Err(err(
+                    format!(
+                        "unknown word '{other}' (expected tcp, udp, icmp, icmp6, arp, ip, ip6, \
+                         [src|dst] host, net, port or portrange)"
+                    ),
+                    Some(word.column),
+                ))
+            }
+        };
+        let mut next = Vec::new();
+        for a in &alternatives {
+            for b in &alts {
+                if let Some(c) = conjoin(a, b) {
+                    if !next.contains(&c) {
+                        next.push(c);
+                    }
+                }
+            }
+        }
+        if next.is_empty() {
+            return Err(err(
+                format!(
+                    "'{}' contradicts what comes before it: the rule can never match",
+                    word.text
+                ),
+                Some(start.column),
+            ));
+        }
+        if next.len() > MAX_ALTERNATIVES_PER_RULE {
+            return Err(err(
+                format!("too many either-direction terms: the rule expands into more than {MAX_ALTERNATIVES_PER_RULE} alternatives; use src/dst"),
+                Some(start.column),
+            ));
+        }
+        alternatives = next;
+        i += 1;
+    }
+    let mut last_reason = String::new();
+    let alternatives: Vec<Conjunction> = alternatives
+        .into_iter()
+        .filter_map(|c| c.normalize().map_err(|e| last_reason = e).ok())
+        .collect();
+    if alternatives.is_empty() {
+        return Err(err(
+            format!("the rule can never match: {last_reason}"),
+            None,
+        ));
+    }
+    Ok(Rule {
+        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        action,
+        alternatives,
+    })
+}
+
+/// Reads a rules file: one rule per line; `#` starts a comment; blank lines
+/// are skipped. Errors name the line.
+pub fn parse_file(path: &str, contents: &str, action: Action) -> Result<Vec<Rule>, String> {
+    let mut rules = Vec::new();
+    for (n, line) in contents.lines().enumerate() {
+        let text = line.split('#').next().unwrap_or("").trim();
+        if text.is_empty() {
+            continue;
+        }
+        rules.push(parse(text, action).map_err(|e| format!("{path}:{}: {e}", n + 1))?);
+    }
+    Ok(rules)
+}

@@ -1,0 +1,53 @@
+//! The rule language: a small tcpdump-flavoured expression, parsed and
+//! validated ([`grammar`]), given its meaning ([`model`]), compiled
+//! ([`compile`]) into the lookup tables the BPF programs match with
+//! (src/bpf/rules.h), and written into them ([`tables`]).
+//!
+//! Several rules mean OR; a packet counts for the first rule it matches.
+//! Without `src`/`dst`, `host`, `net`, `port` and `portrange` match either
+//! direction. Addresses are IPv4 or IPv6; `host` and `net` match IP source
+//! and destination, and the sender and target of Ethernet/IPv4 ARP. Ports
+//! match TCP and UDP.
+//!
+//! Matching never scans rules. Addresses and ports each go through one
+//! longest-prefix-match trie that maps a packet's field to the most specific
+//! rule prefix covering it (port ranges are split into prefix-aligned
+//! blocks). Each rule alternative ("conjunction") constrains some set of
+//! fields, its *shape*; for every shape in use there is one hash lookup keyed
+//! by the packet's trie results. The cost per packet grows with the number
+//! of distinct shapes (at most [`compile::MAX_SHAPES`]), not with the number of rules.
+pub mod compile;
+pub mod grammar;
+pub mod model;
+pub mod tables;
+#[cfg(test)]
+mod tests;
+
+pub use compile::Compiled;
+pub use grammar::{parse, parse_file, RuleError};
+pub use model::{Action, Rule};
+
+use crate::error::UsageError;
+
+/// Parses rules given on the command line; a bad one is a usage error. An
+/// empty one is refused too: it would match every packet, which an empty
+/// shell variable must not do to a drop rule.
+pub fn parse_args(texts: &[String], action: Action) -> anyhow::Result<Vec<Rule>> {
+    texts
+        .iter()
+        .map(|t| {
+            if t.trim().is_empty() {
+                return Err(UsageError(
+                    "empty rule: it would match every packet; give at least one primitive".into(),
+                )
+                .into());
+            }
+            parse(t, action).map_err(|e| UsageError(e.to_string()).into())
+        })
+        .collect()
+}
+
+/// Compiles rules; a rule set too complex to compile is a usage error.
+pub fn compile_args(rules: &[Rule]) -> anyhow::Result<Compiled> {
+    Compiled::compile(rules).map_err(|e| UsageError(e).into())
+}

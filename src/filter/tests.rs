@@ -1,0 +1,295 @@
+//! The rule language against its plain meaning.
+use super::compile::*;
+use super::grammar::*;
+use super::model::*;
+
+fn drop_rule(text: &str) -> Rule {
+    parse(text, Action::Drop).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn error(text: &str) -> String {
+    parse(text, Action::Drop).unwrap_err().to_string()
+}
+
+#[test]
+fn parses_every_primitive() {
+    let c = &drop_rule("udp and dst port 9").alternatives;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].l4, Some(L4_UDP));
+    assert_eq!(c[0].dport, Some(PortRange { lo: 9, hi: 9 }));
+    let c = &drop_rule("icmp6").alternatives[0];
+    assert_eq!((c.l3, c.l4), (Some(L3_IPV6), Some(L4_ICMPV6)));
+    let c = &drop_rule("src net 10.0.0.0/8 and tcp and dst portrange 1000-2000").alternatives[0];
+    assert_eq!(c.src.unwrap().to_string(), "10.0.0.0/8");
+    assert_eq!(c.dport, Some(PortRange { lo: 1000, hi: 2000 }));
+    assert_eq!(
+        drop_rule("dst host 2001:db8::1").alternatives[0]
+            .dst
+            .unwrap()
+            .to_string(),
+        "2001:db8::1/128"
+    );
+    assert_eq!(drop_rule("arp").alternatives[0].l3, Some(L3_ARP));
+    assert_eq!(drop_rule("ip").alternatives[0].l3, Some(L3_IPV4));
+    assert_eq!(drop_rule("").alternatives, vec![Conjunction::default()]);
+    assert_eq!(drop_rule("  tcp   and  port 80 ").text, "tcp and port 80");
+}
+
+#[test]
+fn either_direction_expands() {
+    assert_eq!(drop_rule("host 198.18.0.1").alternatives.len(), 2);
+    assert_eq!(
+        drop_rule("host 198.18.0.1 and port 53").alternatives.len(),
+        4
+    );
+    assert_eq!(
+        drop_rule("src host 198.18.0.1 and port 53")
+            .alternatives
+            .len(),
+        2
+    );
+    // `net A and host B` with B inside A keeps only consistent pairs.
+    let r = drop_rule("net 10.0.0.0/8 and src host 10.1.2.3");
+    assert!(r
+        .alternatives
+        .iter()
+        .all(|c| c.src.unwrap().to_string() == "10.1.2.3/32"));
+}
+
+#[test]
+fn errors_name_the_word_and_column() {
+    assert_eq!(
+        error("udp and dst prot 9"),
+        "bad rule 'udp and dst prot 9': 'dst' can only be followed by host, net, port or portrange, not 'prot' at column 13"
+    );
+    assert!(error("udp and frob").contains("unknown word 'frob'"));
+    assert!(error("udp and frob").ends_with("at column 9"));
+    assert!(error("tcp port 80").contains("expected 'and' before 'port' at column 5"));
+    assert!(error("tcp and").contains("ends after 'and'"));
+    assert!(error("host").contains("'host' needs a value"));
+    assert!(error("host 1.2.3").contains("'1.2.3' is not an IPv4 or IPv6 address at column 6"));
+    assert!(error("net 10.1.2.3/8").contains("host bits set (did you mean 10.0.0.0/8?)"));
+    assert!(error("net 10.0.0.0/33").contains("prefix length from 0 to 32"));
+    assert!(error("port 70000").contains("not a port"));
+    assert!(error("portrange 9-1").contains("empty range"));
+    assert!(error("portrange 9").contains("not a port range"));
+    assert!(error("tcp or udp").contains("'or' is not supported"));
+    assert!(error("not tcp").contains("'not' is not supported"));
+    assert!(error("src").contains("'src' needs host"));
+}
+
+#[test]
+fn contradictions_are_rejected() {
+    for text in [
+        "tcp and udp",
+        "ip and ip6",
+        "icmp and ip6",
+        "icmp and port 80",
+        "arp and port 80",
+        "arp and tcp",
+        "ip6 and host 1.2.3.4",
+        "src host 1.1.1.1 and src host 2.2.2.2",
+        "dst port 1 and dst port 2",
+        "src host 1.1.1.1 and dst host ::1",
+    ] {
+        let e = error(text);
+        assert!(
+            e.contains("never match") || e.contains("contradicts"),
+            "{text}: {e}"
+        );
+    }
+}
+
+#[test]
+fn port_ranges_split_into_exact_blocks() {
+    for (lo, hi) in [
+        (0, 65535),
+        (1, 65535),
+        (5, 5),
+        (1000, 2000),
+        (0, 0),
+        (65535, 65535),
+        (3, 17),
+    ] {
+        let blocks = PortRange { lo, hi }.blocks();
+        let mut covered = Vec::new();
+        for (first, len) in &blocks {
+            let (_, s, e) = block_range(*first, *len);
+            covered.extend(s..=e);
+        }
+        let want: Vec<u128> = (u128::from(lo)..=u128::from(hi)).collect();
+        assert_eq!(covered, want, "{lo}-{hi}");
+        assert!(blocks.len() <= 32);
+    }
+    assert_eq!(PortRange { lo: 0, hi: 65535 }.blocks(), vec![(0, 0)]);
+}
+
+#[test]
+fn rules_file_skips_comments_and_names_bad_lines() {
+    let rules = parse_file(
+        "r.txt",
+        "# header\n\nudp and dst port 9  # discard\ntcp\n",
+        Action::Drop,
+    )
+    .unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].text, "udp and dst port 9");
+    let err = parse_file("r.txt", "tcp\nudp and\n", Action::Drop).unwrap_err();
+    assert!(err.starts_with("r.txt:2: bad rule 'udp and'"), "{err}");
+}
+
+/// A small deterministic generator, so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const V4: [&str; 6] = [
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "10.1.2.3/32",
+    "192.0.2.0/24",
+    "0.0.0.0/0",
+];
+const V6: [&str; 3] = ["2001:db8::/32", "2001:db8:1::/48", "2001:db8:1::5/128"];
+
+fn random_rule(rng: &mut Rng) -> String {
+    let mut terms = Vec::new();
+    for _ in 0..1 + rng.below(3) {
+        let dir = rng.pick(&["", "src ", "dst "]);
+        terms.push(match rng.below(6) {
+            0 => rng
+                .pick(&["tcp", "udp", "icmp", "ip", "ip6", "arp", "icmp6"])
+                .to_string(),
+            1 => format!("{dir}net {}", rng.pick(&V4)),
+            2 => format!("{dir}net {}", rng.pick(&V6)),
+            3 => format!("{dir}port {}", rng.pick(&["53", "80", "443", "1024"])),
+            4 => format!(
+                "{dir}portrange {}",
+                rng.pick(&["1-1023", "1000-2000", "0-65535", "443-443"])
+            ),
+            _ => format!(
+                "{dir}host {}",
+                rng.pick(&["10.1.2.3", "10.9.9.9", "2001:db8:1::5"])
+            ),
+        });
+    }
+    terms.join(" and ")
+}
+
+fn random_packet(rng: &mut Rng) -> PacketFields {
+    let v4 = [
+        "10.1.2.3",
+        "10.1.2.4",
+        "10.1.9.9",
+        "10.9.9.9",
+        "192.0.2.1",
+        "8.8.8.8",
+    ];
+    let v6 = [
+        "2001:db8:1::5",
+        "2001:db8:1::6",
+        "2001:db8:2::1",
+        "2001:db9::1",
+    ];
+    let addr = |rng: &mut Rng, family: u8| {
+        let text = if family == 4 {
+            rng.pick(&v4)
+        } else {
+            rng.pick(&v6)
+        };
+        Prefix::host(text.parse().unwrap()).addr
+    };
+    let l3 = [L3_IPV4, L3_IPV6, L3_ARP][rng.below(3) as usize];
+    let family = if l3 == L3_IPV6 { 6 } else { 4 };
+    let l4 = match l3 {
+        L3_ARP => None,
+        L3_IPV4 => [Some(L4_TCP), Some(L4_UDP), Some(L4_ICMP), None][rng.below(4) as usize],
+        _ => [Some(L4_TCP), Some(L4_UDP), Some(L4_ICMPV6), None][rng.below(4) as usize],
+    };
+    let ports = matches!(l4, Some(L4_TCP | L4_UDP));
+    let port = |rng: &mut Rng| [53u16, 80, 443, 1024, 1500, 65535, 0][rng.below(7) as usize];
+    PacketFields {
+        l3,
+        l4,
+        family,
+        saddr: Some(addr(rng, family)),
+        daddr: Some(addr(rng, family)),
+        sport: ports.then(|| port(rng)),
+        dport: ports.then(|| port(rng)),
+    }
+}
+
+#[test]
+fn compiled_tables_match_like_the_rules_say() {
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for round in 0..300 {
+        let rules: Vec<Rule> = (0..1 + rng.below(8))
+            .filter_map(|_| parse(&random_rule(&mut rng), Action::Drop).ok())
+            .collect();
+        let compiled = Compiled::compile(&rules).unwrap();
+        for _ in 0..200 {
+            let p = random_packet(&mut rng);
+            let want = rules
+                .iter()
+                .position(|r| r.alternatives.iter().any(|c| c.matches(&p)));
+            let got = compiled.lookup(&p).map(|r| r.rule as usize);
+            assert_eq!(
+                got,
+                want,
+                "round {round}: packet {p:?}, rules {:?}",
+                rules.iter().map(|r| &r.text).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_rules_compile_to_one_shape() {
+    let rules: Vec<Rule> = (0..10_000u32)
+        .map(|i| {
+            drop_rule(&format!(
+                "src host 10.{}.{}.{} and udp",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ))
+        })
+        .collect();
+    let compiled = Compiled::compile(&rules).unwrap();
+    assert_eq!(compiled.shapes.len(), 1);
+    assert_eq!(compiled.entries.len(), 10_000);
+    assert_eq!(compiled.addr_classes.len(), 10_000);
+}
+
+#[test]
+fn first_rule_wins_a_shared_key() {
+    let rules = vec![
+        drop_rule("udp"),
+        drop_rule("udp and port 53"),
+        drop_rule("udp"),
+    ];
+    let compiled = Compiled::compile(&rules).unwrap();
+    let p = PacketFields {
+        l3: L3_IPV4,
+        l4: Some(L4_UDP),
+        family: 4,
+        sport: Some(53),
+        dport: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(compiled.lookup(&p).unwrap().rule, 0);
+}

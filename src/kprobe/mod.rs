@@ -1,0 +1,257 @@
+//! `netprobe kprobe FUNC...`: calls, return values, latency and connect
+//! events of kernel functions, through the best backend this kernel allows.
+//!
+//! Each function gets its own instance of `kprobe.bpf.c` with only the
+//! chosen backend's programs loaded: fentry/fexit need their target before
+//! load, and one instance per function keeps every backend alike.
+mod backend;
+mod events;
+mod targets;
+
+use std::cell::RefCell;
+use std::io::{self, BufWriter, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+
+pub use backend::fentry_support;
+use backend::{attach, choose_backend, open_and_load, Backend, Settings};
+use events::{return_label, ConnectEvent, FuncStats, CONNECT_HEADER};
+use targets::{connect_family, expand};
+
+use crate::cli::KprobeArgs;
+use crate::console;
+use crate::kernel::counters::read_percpu;
+use crate::kernel::privilege;
+use crate::kernel::symbols::traceable_functions;
+use crate::report::{latency_buckets, FunctionReport, Named, Snapshot, Source};
+use crate::session::runloop::RunLoop;
+use crate::session::{self, secs, Probe, Reporting};
+use crate::skel::kprobe::KprobeSkel;
+
+struct Traced<'obj> {
+    function: String,
+    skel: KprobeSkel<'obj>,
+    links: Vec<Link>,
+}
+
+struct KprobeProbe<'obj> {
+    traced: Vec<Traced<'obj>>,
+    backend: Backend,
+    settings: Settings,
+    ring: Option<RingBuffer<'static>>,
+    pending: Rc<RefCell<Vec<ConnectEvent>>>,
+    json: bool,
+    out: BufWriter<io::Stdout>,
+    header_printed: bool,
+    attached_at: Instant,
+    last: (Instant, Vec<u64>),
+}
+
+impl KprobeProbe<'_> {
+    fn read(&self, t: &Traced<'_>) -> Result<(FuncStats, Option<Named<u64>>)> {
+        let stats: FuncStats = read_percpu(&t.skel.maps.func_stats)?;
+        let returns = if self.settings.want_ret {
+            let map = &t.skel.maps.ret_counts;
+            let mut values: Vec<(i32, u64)> = Vec::new();
+            for key in map.keys() {
+                let Some(per_cpu) = map.lookup_percpu(&key, MapFlags::ANY)? else {
+                    continue;
+                };
+                let count: u64 = per_cpu
+                    .iter()
+                    .map(|b| u64::from_ne_bytes(b[..8].try_into().unwrap()))
+                    .sum();
+                values.push((i32::from_ne_bytes(key[..4].try_into().unwrap()), count));
+            }
+            values.sort_by_key(|&(v, _)| if v == 0 { i64::MIN } else { -i64::from(v) });
+            Some(Named::new(
+                values.into_iter().map(|(v, c)| (return_label(v), c)),
+            ))
+        } else {
+            None
+        };
+        Ok((stats, returns))
+    }
+
+    fn print_events(&mut self) -> io::Result<()> {
+        let events: Vec<ConnectEvent> = self.pending.borrow_mut().drain(..).collect();
+        for ev in events {
+            if self.json {
+                serde_json::to_writer(&mut self.out, &ev.json())?;
+                self.out.write_all(b"\n")?;
+            } else {
+                if !self.header_printed {
+                    writeln!(self.out, "{CONNECT_HEADER}")?;
+                    self.header_printed = true;
+                }
+                writeln!(self.out, "{}", ev.line())?;
+            }
+        }
+        self.out.flush()
+    }
+}
+
+impl Probe for KprobeProbe<'_> {
+    fn snapshot(&mut self, is_final: bool) -> Result<Snapshot> {
+        let now = Instant::now();
+        let (since, before) = if is_final {
+            (self.attached_at, vec![0; self.traced.len()])
+        } else {
+            self.last.clone()
+        };
+        let interval = now - since;
+        let mut functions = Vec::new();
+        let mut calls_now = Vec::new();
+        let mut lost = 0;
+        for (i, t) in self.traced.iter().enumerate() {
+            let (stats, returns) = self.read(t)?;
+            lost += stats.lost_events;
+            calls_now.push(stats.calls);
+            functions.push((
+                t.function.clone(),
+                FunctionReport {
+                    calls: stats.calls,
+                    per_sec: stats.calls.saturating_sub(before[i]) as f64 / secs(interval),
+                    returns,
+                    latency: self
+                        .settings
+                        .want_latency
+                        .then(|| latency_buckets(&stats.latency)),
+                },
+            ));
+        }
+        self.last = (now, calls_now);
+        Ok(Snapshot {
+            source: Source::Kprobe {
+                backend: self.backend.as_str(),
+            },
+            time: SystemTime::now(),
+            interval,
+            elapsed: now - self.attached_at,
+            protocols: None,
+            verdicts: None,
+            functions: Some(Named::new(functions)),
+            events_lost: Some(lost),
+            capture: None,
+            rules: None,
+            top_sources: None,
+            cost_ns_per_packet: None,
+            is_final,
+            by_protocol_verdict: None,
+        })
+    }
+
+    fn detach(&mut self) {
+        // Events already in the ring buffer are printed before the links go.
+        let _ = self.on_readable();
+        for t in &mut self.traced {
+            t.links.clear();
+        }
+    }
+
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
+    fn event_fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: the epoll fd lives as long as the ring buffer we hold.
+        self.ring
+            .as_ref()
+            .map(|r| unsafe { BorrowedFd::borrow_raw(r.epoll_fd()) })
+    }
+
+    fn on_readable(&mut self) -> Result<bool> {
+        if let Some(ring) = &self.ring {
+            ring.consume().context("reading the ring buffer")?;
+        }
+        match self.print_events() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            other => other.map(|()| true).context("writing events"),
+        }
+    }
+}
+
+pub fn run(args: &KprobeArgs) -> Result<()> {
+    let list = traceable_functions()?;
+    let functions = expand(&args.functions, &list)?;
+    privilege::require("netprobe kprobe", privilege::CAP_PERFMON, "CAP_PERFMON")?;
+    let needs_exit_data = args.ret || args.latency;
+    let backend = choose_backend(args.backend, &functions, needs_exit_data)?;
+    let settings = Settings {
+        backend,
+        want_ret: args.ret,
+        want_latency: args.latency,
+        filter_pid: args.pid.unwrap_or(0),
+        filter_uid: args.uid,
+        filter_port: args.port.unwrap_or(0),
+    };
+
+    // Event lines own stdout; then the counters go to stderr at the end.
+    let has_events = functions.iter().any(|f| connect_family(f).is_some());
+    let events_as_lines = has_events && !args.output.json;
+    // Signals are blocked before any thread starts, so every thread inherits it.
+    let mut runloop = RunLoop::new(args.output.interval)?;
+    let reporting = Reporting::new(&args.output, !events_as_lines, events_as_lines)?;
+    let mut storages: Vec<Box<MaybeUninit<OpenObject>>> = functions
+        .iter()
+        .map(|_| Box::new(MaybeUninit::uninit()))
+        .collect();
+    let mut traced = Vec::new();
+    for (storage, function) in storages.iter_mut().zip(&functions) {
+        let skel = open_and_load(storage, function, &settings)?;
+        traced.push(Traced {
+            function: function.clone(),
+            skel,
+            links: Vec::new(),
+        });
+    }
+    // Attach all or nothing: links made so far are dropped on the first error.
+    for t in &mut traced {
+        t.links = attach(&t.skel, &t.function, &settings)
+            .with_context(|| format!("attaching to {}", t.function))?;
+    }
+    let pending = Rc::new(RefCell::new(Vec::new()));
+    let connect: Vec<&Traced<'_>> = traced
+        .iter()
+        .filter(|t| connect_family(&t.function).is_some())
+        .collect();
+    let ring = if connect.is_empty() {
+        None
+    } else {
+        let mut builder = RingBufferBuilder::new();
+        for t in &connect {
+            let sink = Rc::clone(&pending);
+            builder.add(&t.skel.maps.events, move |data: &[u8]| {
+                if let Ok(ev) = plain::from_bytes::<ConnectEvent>(data) {
+                    sink.borrow_mut().push(*ev);
+                }
+                0
+            })?;
+        }
+        Some(builder.build().context("setting up the ring buffer")?)
+    };
+    console::note(format!(
+        "{} backend attached to {}; Ctrl-C to stop",
+        backend,
+        functions.join(", ")
+    ));
+    let attached_at = Instant::now();
+    let mut probe = KprobeProbe {
+        traced,
+        backend,
+        settings,
+        ring,
+        pending,
+        json: args.output.json,
+        out: BufWriter::new(io::stdout()),
+        header_printed: false,
+        attached_at,
+        last: (attached_at, vec![0; functions.len()]),
+    };
+    session::run(&mut probe, &mut runloop, reporting, args.output.duration)
+}

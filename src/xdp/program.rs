@@ -1,0 +1,150 @@
+//! The XDP program: loading it with its settings, and reading what it
+//! counted.
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject, ProgramMut};
+
+use crate::filter::tables::{Capacity, RuleTables};
+use crate::kernel::counters::{read_percpu, sum_percpu, Counter, Stats};
+use crate::report::SourceHits;
+use crate::skel::xdp::{XdpSkel, XdpSkelBuilder};
+
+/// Source addresses `--top` keeps counters for (least recently seen go first).
+const TOP_SOURCES_TRACKED: u32 = 8192;
+/// Own addresses `--reply` answers for.
+const REPLY_ADDRS_MAX: u32 = 256;
+
+/// What the program is loaded with; fixed until it is unloaded.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Room for rules; `None` loads the program without the rule matcher.
+    pub rules: Option<Capacity>,
+    pub dry_run: bool,
+    pub reply_icmp: bool,
+    pub count_sources: bool,
+}
+
+/// Whether the settings need the program with actions: counting alone is
+/// served by a lighter program compiled without them.
+fn needs_actions(rules_enabled: bool, reply_icmp: bool, count_sources: bool) -> bool {
+    rules_enabled || reply_icmp || count_sources
+}
+
+/// Opens and loads the XDP program (verifier included) without attaching it.
+pub fn load<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    opts: &LoadOptions,
+) -> Result<XdpSkel<'obj>> {
+    let mut open = XdpSkelBuilder::default()
+        .open(storage)
+        .context("opening the XDP object")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("no .rodata in the XDP object")?;
+    rodata.rules_enabled = opts.rules.is_some();
+    rodata.dry_run = opts.dry_run;
+    rodata.reply_icmp = opts.reply_icmp;
+    rodata.count_sources = opts.count_sources;
+    let actions = needs_actions(opts.rules.is_some(), opts.reply_icmp, opts.count_sources);
+    let cap = opts.rules.unwrap_or(Capacity {
+        rules: 1,
+        entries: 1,
+    });
+    rodata.max_rules = cap.rules;
+    crate::size_rule_tables!(open.maps, cap);
+    let maps = &mut open.maps;
+    maps.top_sources.set_max_entries(if opts.count_sources {
+        TOP_SOURCES_TRACKED
+    } else {
+        1
+    })?;
+    maps.reply_addrs
+        .set_max_entries(if opts.reply_icmp { REPLY_ADDRS_MAX } else { 1 })?;
+    open.progs.xdp_netprobe.set_autoload(!actions);
+    open.progs.xdp_np_actions.set_autoload(actions);
+    open.load()
+        .context("loading the XDP program into the kernel")
+}
+
+/// The one program `load` loaded: counting only, or with actions.
+pub fn program<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> &'a ProgramMut<'obj> {
+    let actions = skel
+        .maps
+        .rodata_data
+        .is_some_and(|r| needs_actions(r.rules_enabled, r.reply_icmp, r.count_sources));
+    if actions {
+        &skel.progs.xdp_np_actions
+    } else {
+        &skel.progs.xdp_netprobe
+    }
+}
+
+/// The rule tables of a loaded program.
+pub fn rule_tables<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> RuleTables<'a, MapMut<'obj>> {
+    crate::rule_tables!(skel)
+}
+
+/// Sums the per-CPU counters of a loaded XDP program.
+pub fn read_stats(skel: &XdpSkel<'_>) -> Result<Stats> {
+    read_percpu(&skel.maps.xdp_stats)
+}
+
+/// `struct np_addr` for an address.
+pub fn addr_key(ip: IpAddr) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    match ip {
+        IpAddr::V4(v4) => {
+            key[0] = 4;
+            key[4..8].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            key[0] = 6;
+            key[4..20].copy_from_slice(&v6.octets());
+        }
+    }
+    key
+}
+
+fn addr_of_key(key: &[u8]) -> Option<IpAddr> {
+    match key.first()? {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(key.get(4..8)?).ok()?)),
+        6 => Some(IpAddr::from(<[u8; 16]>::try_from(key.get(4..20)?).ok()?)),
+        _ => None,
+    }
+}
+
+/// The `n` busiest sources in a loaded program's `top_sources`.
+pub fn top_sources(skel: &XdpSkel<'_>, n: usize) -> Result<Vec<SourceHits>> {
+    let map = &skel.maps.top_sources;
+    let mut all = Vec::new();
+    for key in map.keys() {
+        // An entry evicted between listing and reading is simply skipped.
+        let Some(per_cpu) = map
+            .lookup_percpu(&key, MapFlags::ANY)
+            .context("reading top_sources")?
+        else {
+            continue;
+        };
+        let total: Counter = sum_percpu(&per_cpu)?;
+        if let Some(addr) = addr_of_key(&key) {
+            all.push(SourceHits {
+                addr: addr.to_string(),
+                packets: total.packets,
+                bytes: total.bytes,
+            });
+        }
+    }
+    all.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(b.bytes.cmp(&a.bytes))
+            .then(a.addr.cmp(&b.addr))
+    });
+    all.truncate(n);
+    Ok(all)
+}
