@@ -171,7 +171,9 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
     // Load time: parse, compile, create the maps, load the program, write the tables.
     let text: String = (0..10_000).map(|i| rule_text(i) + "\n").collect();
     let start = Instant::now();
-    let rules = filter::parse_file("bench", &text, Action::Drop).unwrap();
+    let rules = filter::parse_file("bench", &text, Action::Drop)
+        .unwrap()
+        .rules;
     let compiled = Compiled::compile(&rules).unwrap();
     let parsed = start.elapsed();
     let cap = Capacity::for_rules(&rules, &compiled, true);

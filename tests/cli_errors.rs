@@ -114,6 +114,34 @@ fn bad_flag_values() {
     }
 }
 
+/// Durations that do not fit a clock are refused before anything loads, in
+/// every hook and for every flag that takes one; bare numbers are seconds.
+#[test]
+fn durations_that_do_not_fit_are_refused() {
+    let hooks: [&[&str]; 3] = [
+        &["xdp", "eth9"],
+        &["sockfilter"],
+        &["kprobe", "tcp_v4_connect"],
+    ];
+    for hook in hooks {
+        for (flag, value, needle) in [
+            ("--duration", "18446744073709551615s", "ten-year maximum"),
+            ("--duration", "18446744073709551615", "ten-year maximum"),
+            ("--interval", "18446744073709551615s", "ten-year maximum"),
+            ("--duration", "-1s", "'-1s' is negative"),
+            ("--interval", "-1", "'-1' is negative"),
+            ("--interval", "0.001", "10ms minimum"),
+        ] {
+            let mut args = hook.to_vec();
+            args.extend([flag, value]);
+            let out = run(None, &args);
+            one_line_error(&out, 2, needle);
+        }
+    }
+    let out = run(None, &["xdp", "eth9", "--for", "99999999999d"]);
+    one_line_error(&out, 2, "ten-year maximum");
+}
+
 #[test]
 fn help_teaches() {
     let out = run(None, &["xdp", "--help"]);

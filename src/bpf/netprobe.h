@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* Structs and constants shared by the BPF programs and user space.
- * User space mirrors them in src/counters.rs; keep the two in step. */
+ * User space mirrors them in src/kernel/counters.rs; keep the two in step. */
 #ifndef NETPROBE_H
 #define NETPROBE_H
 
@@ -51,7 +51,7 @@ struct np_stats {
 	struct np_counter cell[NP_L3_MAX][NP_L4_MAX][NP_VERDICT_MAX];
 };
 
-/* Rules (src/rules.rs compiles them, src/rulemaps.rs writes them). Every
+/* Rules (src/filter/compile.rs compiles them, src/filter/tables.rs writes them). Every
  * key carries a generation byte; the program reads the active generation
  * once per packet, so a reload that fills the other generation and then
  * flips `rules_active` is seen whole or not at all. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The rule matcher shared by every hook that filters frames. The tables
- * are written by src/rulemaps.rs from what src/rules.rs compiles; see
+ * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
  * there for why this is one trie lookup per field plus one hash lookup per
  * shape, whatever the number of rules. Needs parse.h first. */
 #ifndef NETPROBE_RULES_H

@@ -217,12 +217,16 @@ pub struct OutputArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// How often to read the counters and print, e.g. 1s, 250ms
-    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "D")]
+    /// How often to read the counters and print: seconds (1, 0.5) or with a
+    /// unit (250ms, 2s)
+    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "D",
+          allow_hyphen_values = true)]
     pub interval: Duration,
 
-    /// Stop after this long, e.g. 10s, 5m (default: until Ctrl-C or SIGTERM)
-    #[arg(long, value_parser = parse_positive_duration, value_name = "D")]
+    /// Stop after this long: seconds (10) or with a unit (10s, 5m); default:
+    /// until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_positive_duration, value_name = "D",
+          allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 
     /// Serve the counters at http://ADDR/metrics for Prometheus; a bare PORT or
@@ -270,7 +274,8 @@ pub struct XdpArgs {
 
     /// Detach by itself after D, even if nobody is watching (a guard against
     /// locking yourself out with a drop rule)
-    #[arg(long = "for", value_name = "D", value_parser = parse_positive_duration)]
+    #[arg(long = "for", value_name = "D", value_parser = parse_positive_duration,
+          allow_hyphen_values = true)]
     pub for_duration: Option<Duration>,
 
     /// Send matching packets (all of them without --match) out of IFACE2 (XDP_REDIRECT)

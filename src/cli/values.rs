@@ -26,12 +26,33 @@ pub enum BackendArg {
     Tracepoint,
 }
 
-/// A duration such as `10s`, `250ms` or `1m30s`; must be positive.
+/// The longest duration taken: ten years. Far longer ones (`--duration
+/// 18446744073709551615s`) cannot even be added to a clock reading.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// A duration such as `10s`, `250ms` or `1m30s`, or a bare number of
+/// seconds (`1`, `0.5`) as ping, timeout and the bcc tools read it; must be
+/// positive and at most [`MAX_DURATION`].
 pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 10s, 500ms or 2m ({e})"))?;
+    let s = s.trim();
+    if s.starts_with('-') {
+        return Err(format!(
+            "'{s}' is negative; give a duration like 10, 0.5, 10s or 500ms"
+        ));
+    }
+    let d = match s.parse::<f64>() {
+        Ok(secs) if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        }
+        _ => humantime::parse_duration(s).map_err(|e| {
+            format!("'{s}' is not a duration like 10 (seconds), 0.5, 10s, 500ms or 2m ({e})")
+        })?,
+    };
     if d.is_zero() {
         return Err(format!("'{s}' must be longer than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is longer than the ten-year maximum"));
     }
     Ok(d)
 }
@@ -86,5 +107,44 @@ mod tests {
             .unwrap_err()
             .contains("not a duration"));
         assert!(parse_interval("5ms").unwrap_err().contains("10ms minimum"));
+        assert!(parse_interval("0.005")
+            .unwrap_err()
+            .contains("10ms minimum"));
+    }
+
+    #[test]
+    fn bare_numbers_are_seconds() {
+        assert_eq!(parse_positive_duration("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_positive_duration("2.5"),
+            Ok(Duration::from_millis(2500))
+        );
+        assert!(parse_positive_duration("0")
+            .unwrap_err()
+            .contains("longer than zero"));
+        // Not numbers: inf, NaN and exponents go to the duration parser and fail.
+        for s in ["inf", "NaN", "1e3", "1.2.3"] {
+            assert!(parse_positive_duration(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn what_does_not_fit_is_refused() {
+        for s in [
+            "18446744073709551615s",
+            "18446744073709551615",
+            "11y",
+            "99999999999999999999999",
+        ] {
+            let e = parse_positive_duration(s).unwrap_err();
+            assert!(
+                e.contains("maximum") || e.contains("not a duration"),
+                "{s}: {e}"
+            );
+        }
+        assert_eq!(parse_positive_duration("3650d"), Ok(MAX_DURATION));
+        let e = parse_positive_duration("-1s").unwrap_err();
+        assert!(e.contains("negative"), "{e}");
     }
 }

@@ -15,6 +15,8 @@ use super::model::{
     L4_TCP, L4_UDP,
 };
 
+/// The longest rule taken, in bytes.
+pub const MAX_RULE_BYTES: usize = 64 << 10;
 /// Alternatives one rule may expand into (`host A and port N` is four).
 pub const MAX_ALTERNATIVES_PER_RULE: usize = 16;
 
@@ -27,9 +29,52 @@ pub struct RuleError {
     pub column: Option<usize>,
 }
 
+/// Characters of a long rule shown around the word an error names.
+const EXCERPT_CHARS: usize = 30;
+/// Characters of an error message shown at most (it may quote a long word).
+const MESSAGE_CHARS: usize = 200;
+
+/// At most `n` characters of `s`, with `...` where some were left out.
+fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+impl RuleError {
+    /// The rule as shown: whole if short, else the part around the column.
+    fn excerpt(&self) -> String {
+        let len = self.rule.chars().count();
+        if len <= 2 * EXCERPT_CHARS {
+            return self.rule.clone();
+        }
+        let at = self.column.unwrap_or(1).saturating_sub(1);
+        let from = at.saturating_sub(EXCERPT_CHARS);
+        let shown: String = self
+            .rule
+            .chars()
+            .skip(from)
+            .take(2 * EXCERPT_CHARS)
+            .collect();
+        let before = if from > 0 { "..." } else { "" };
+        let after = if from + 2 * EXCERPT_CHARS < len {
+            "..."
+        } else {
+            ""
+        };
+        format!("{before}{shown}{after}")
+    }
+}
+
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad rule '{}': {}", self.rule, self.message)?;
+        write!(
+            f,
+            "bad rule '{}': {}",
+            self.excerpt(),
+            clip(&self.message, MESSAGE_CHARS)
+        )?;
         if let Some(col) = self.column {
             write!(f, " at column {col}")?;
         }
@@ -51,16 +96,19 @@ struct Word<'a> {
     column: usize,
 }
 
+/// The words of a rule with their 1-based character columns, in one pass.
 fn words(text: &str) -> Vec<Word<'_>> {
     let mut out = Vec::new();
+    // (byte offset, column) where the current word began.
     let mut start = None;
-    for (i, ch) in text.char_indices().chain([(text.len(), ' ')]) {
+    let chars = text.char_indices().chain([(text.len(), ' ')]);
+    for (column, (i, ch)) in (1..).zip(chars) {
         match (ch.is_whitespace(), start) {
-            (false, None) => start = Some(i),
-            (true, Some(s)) => {
+            (false, None) => start = Some((i, column)),
+            (true, Some((s, col))) => {
                 out.push(Word {
                     text: &text[s..i],
-                    column: text[..s].chars().count() + 1,
+                    column: col,
                 });
                 start = None;
             }
@@ -173,6 +221,15 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
         message,
         column,
     };
+    if text.len() > MAX_RULE_BYTES {
+        return Err(err(
+            format!(
+                "the rule is {} bytes long; a rule may be at most {MAX_RULE_BYTES}",
+                text.len()
+            ),
+            None,
+        ));
+    }
     let words = words(text);
     let mut alternatives = vec![Conjunction::default()];
     let mut i = 0;
@@ -359,16 +416,49 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     })
 }
 
+/// The line that says a rules file holds no rules on purpose. A file with
+/// neither rules nor this line is refused: a file caught half-written, or
+/// emptied by mistake, must not silently lift every drop rule.
+pub const NO_RULES: &str = "none";
+
+/// What a rules file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesFile {
+    pub rules: Vec<Rule>,
+    /// Whether it says, with a line `none`, that it holds no rules on purpose.
+    pub none: bool,
+}
+
 /// Reads a rules file: one rule per line; `#` starts a comment; blank lines
-/// are skipped. Errors name the line.
-pub fn parse_file(path: &str, contents: &str, action: Action) -> Result<Vec<Rule>, String> {
-    let mut rules = Vec::new();
+/// are skipped; a line `none` says the file holds no rules on purpose.
+/// Errors name the line.
+pub fn parse_file(path: &str, contents: &str, action: Action) -> Result<RulesFile, String> {
+    let mut file = RulesFile {
+        rules: Vec::new(),
+        none: false,
+    };
     for (n, line) in contents.lines().enumerate() {
         let text = line.split('#').next().unwrap_or("").trim();
         if text.is_empty() {
             continue;
         }
-        rules.push(parse(text, action).map_err(|e| format!("{path}:{}: {e}", n + 1))?);
+        if text == NO_RULES {
+            file.none = true;
+            continue;
+        }
+        file.rules
+            .push(parse(text, action).map_err(|e| format!("{path}:{}: {e}", n + 1))?);
     }
-    Ok(rules)
+    if file.none && !file.rules.is_empty() {
+        return Err(format!(
+            "{path}: says '{NO_RULES}' but holds {} rules; remove one or the other",
+            file.rules.len()
+        ));
+    }
+    if file.rules.is_empty() && !file.none {
+        return Err(format!(
+            "{path} holds no rules; if that is meant, write a line '{NO_RULES}' in it"
+        ));
+    }
+    Ok(file)
 }

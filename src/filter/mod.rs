@@ -24,7 +24,7 @@ pub mod tables;
 mod tests;
 
 pub use compile::Compiled;
-pub use grammar::{parse, parse_file, RuleError};
+pub use grammar::{parse, parse_file, RuleError, RulesFile, NO_RULES};
 pub use model::{Action, Rule};
 
 use crate::error::UsageError;

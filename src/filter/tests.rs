@@ -131,11 +131,54 @@ fn rules_file_skips_comments_and_names_bad_lines() {
         "# header\n\nudp and dst port 9  # discard\ntcp\n",
         Action::Drop,
     )
-    .unwrap();
+    .unwrap()
+    .rules;
     assert_eq!(rules.len(), 2);
     assert_eq!(rules[0].text, "udp and dst port 9");
     let err = parse_file("r.txt", "tcp\nudp and\n", Action::Drop).unwrap_err();
     assert!(err.starts_with("r.txt:2: bad rule 'udp and'"), "{err}");
+}
+
+#[test]
+fn an_empty_rules_file_must_say_so() {
+    for text in ["", "\n\n", "# nothing yet\n"] {
+        let err = parse_file("r.txt", text, Action::Drop).unwrap_err();
+        assert!(
+            err.contains("holds no rules") && err.contains("'none'"),
+            "{err}"
+        );
+    }
+    let file = parse_file("r.txt", "# cleared on purpose\nnone\n", Action::Drop).unwrap();
+    assert!(file.none && file.rules.is_empty());
+    let err = parse_file("r.txt", "none\ntcp\n", Action::Drop).unwrap_err();
+    assert!(err.contains("says 'none' but holds 1 rules"), "{err}");
+}
+
+#[test]
+fn long_rules_parse_in_one_pass_and_errors_stay_short() {
+    // The longest rule taken parses, and its columns are right at the end.
+    let long = "udp and ".repeat(MAX_RULE_BYTES / 8 - 2) + "dst port 9";
+    assert!(long.len() <= MAX_RULE_BYTES);
+    assert_eq!(drop_rule(&long).alternatives.len(), 1);
+    let bad = "udp and ".repeat(MAX_RULE_BYTES / 8 - 2) + "dst prot 9";
+    let err = parse(&bad, Action::Drop).unwrap_err();
+    assert_eq!(err.column, Some(bad.chars().count() - 5));
+    let shown = err.to_string();
+    assert!(shown.len() < 300, "{} bytes: {shown}", shown.len());
+    assert!(
+        shown.starts_with("bad rule '...") && shown.contains("udp and dst prot 9'"),
+        "{shown}"
+    );
+    // Longer rules are refused by length, and a huge word is not echoed whole.
+    let err = parse(&"udp and ".repeat(MAX_RULE_BYTES), Action::Drop).unwrap_err();
+    assert!(
+        err.to_string().contains("a rule may be at most 65536"),
+        "{err}"
+    );
+    let err = parse(&"x".repeat(60_000), Action::Drop)
+        .unwrap_err()
+        .to_string();
+    assert!(err.len() < 400 && err.contains("unknown word"), "{err}");
 }
 
 /// A small deterministic generator, so failures reproduce.

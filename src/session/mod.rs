@@ -94,25 +94,38 @@ pub fn run(
         // Scrapes before the first tick see zeros, not an empty page.
         exporter.publish(&probe.snapshot(false)?)?;
     }
+    // Snapshots on stderr are notes beside the probe's own output: a closed
+    // stderr stops them, not the run. On stdout they are the output: a
+    // closed stdout ends the run as `| head` expects.
+    let mut printing = !reporting.quiet;
     let mut lost = None;
-    let outcome = loop {
+    let outcome: Result<()> = loop {
         let wake = runloop.wait_with(probe.event_fd())?;
         match wake {
             Wake::Readable => match probe.on_readable() {
                 Ok(true) => {}
                 Ok(false) => break Ok(()),
-                Err(e) => break Err(io::Error::other(e)),
+                Err(e) => break Err(e),
             },
             Wake::Tick => {
-                let print = reporting.periodic && !reporting.quiet;
+                let print = reporting.periodic && printing;
                 if print || reporting.exporter.is_some() {
                     let snapshot = probe.snapshot(false)?;
                     if let Some(exporter) = &reporting.exporter {
                         exporter.publish(&snapshot)?;
                     }
                     if print {
-                        if let Err(e) = printer.print(&snapshot) {
-                            break Err(e);
+                        match printer.print(&snapshot) {
+                            Err(e) if console::reader_gone(&e) && reporting.to_stderr => {
+                                printing = false
+                            }
+                            // A reader that went away (`| head`) is a normal way to stop.
+                            Err(e) if console::reader_gone(&e) => {
+                                printing = false;
+                                break Ok(());
+                            }
+                            Err(e) => break Err(e.into()),
+                            Ok(()) => {}
                         }
                     }
                 }
@@ -126,20 +139,22 @@ pub fn run(
         }
     };
     probe.detach();
-    let printed = outcome.and_then(|()| {
-        if reporting.quiet {
-            return Ok(());
-        }
-        let snapshot = probe.snapshot(true).map_err(io::Error::other)?;
-        printer.print(&snapshot)
-    });
-    match (printed, lost) {
-        // A reader that went away (`| head`) is a normal way to stop.
-        (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        (Err(e), _) => Err(e.into()),
-        (Ok(()), Some(why)) => Err(anyhow!(why)),
-        (Ok(()), None) => Ok(()),
+    // The summary comes after a failure too: it says how far the run got.
+    let summary = if printing {
+        probe
+            .snapshot(true)
+            .and_then(|s| printer.print(&s).map_err(anyhow::Error::from))
+    } else {
+        Ok(())
+    };
+    outcome?;
+    match summary {
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(console::reader_gone) => {}
+        other => other?,
     }
+    lost.map_or(Ok(()), |why| Err(anyhow!(why)))
 }
 
 /// Seconds as f64, never zero, for rate division.

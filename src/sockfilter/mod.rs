@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub mod program;
 mod sink;
@@ -36,7 +36,10 @@ struct SockProbe<'obj> {
     label: String,
     names: HashMap<i32, String>,
     sink: Sink,
+    /// Frames printed or written whole.
     captured: u64,
+    /// A write failed: nothing more is captured.
+    failed: bool,
     limit: Option<u64>,
     rules: Vec<Rule>,
     rule_state: Option<RuleState>,
@@ -49,7 +52,7 @@ impl SockProbe<'_> {
     /// Reads what the ring holds, up to the -c limit. Returns false once
     /// the limit is reached or the output is gone.
     fn drain(&mut self) -> Result<bool> {
-        let Some(socket) = self.socket.as_mut() else {
+        let Some(socket) = self.socket.as_mut().filter(|_| !self.failed) else {
             return Ok(false);
         };
         let (sink, names, captured, limit) = (
@@ -76,11 +79,15 @@ impl SockProbe<'_> {
         let flushed = sink.flush();
         match failure.map_or(flushed, Err) {
             // A reader that went away (`| head`) ends the capture normally.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
-            Err(e) => return Err(e).context("writing captured frames"),
-            Ok(()) => {}
+            Err(e) if console::reader_gone(&e) => Ok(false),
+            Err(e) => {
+                // Nothing more is written; the count is what was written whole.
+                self.failed = true;
+                self.captured = self.sink.whole_frames().unwrap_or(self.captured);
+                Err(self.sink.failed(e))
+            }
+            Ok(()) => Ok(self.limit.is_none_or(|l| self.captured < l)),
         }
-        Ok(self.limit.is_none_or(|l| self.captured < l))
     }
 }
 
@@ -224,6 +231,7 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
         names: HashMap::new(),
         sink,
         captured: 0,
+        failed: false,
         limit: args.count,
         rules,
         rule_state,

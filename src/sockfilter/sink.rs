@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::kernel::packet_socket::Frame;
@@ -31,7 +31,7 @@ struct PacketEvent<'a> {
 pub enum Sink {
     Lines(BufWriter<io::Stdout>),
     Json(BufWriter<io::Stdout>),
-    Pcap(PcapWriter<BufWriter<Box<dyn Write + Send>>>),
+    Pcap(PcapCapture),
     Discard,
 }
 
@@ -69,7 +69,7 @@ impl Sink {
                 serde_json::to_writer(&mut *out, &event)?;
                 out.write_all(b"\n")
             }
-            Sink::Pcap(w) => w.write(f.sec, f.nsec, f.len, f.data),
+            Sink::Pcap(c) => c.writer.write(f.sec, f.nsec, f.len, f.data),
             Sink::Discard => Ok(()),
         }
     }
@@ -77,22 +77,99 @@ impl Sink {
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Lines(out) | Sink::Json(out) => out.flush(),
-            Sink::Pcap(w) => w.flush(),
+            Sink::Pcap(c) => c.writer.flush(),
             Sink::Discard => Ok(()),
+        }
+    }
+
+    /// Frames written whole so far, if that can differ from frames handed
+    /// to the sink (a capture file takes them in batches).
+    pub fn whole_frames(&self) -> Option<u64> {
+        match self {
+            Sink::Pcap(c) => Some(c.writer.whole_records()),
+            _ => None,
+        }
+    }
+
+    /// What to tell the user about a failed write; a capture file is cut
+    /// back to its last whole record first, so that it stays readable.
+    pub fn failed(&mut self, e: io::Error) -> anyhow::Error {
+        match self {
+            Sink::Pcap(c) => {
+                let whole = c.writer.whole_records();
+                let cut = match &c.target {
+                    CaptureTarget::File(file) => file
+                        .set_len(c.writer.whole_bytes())
+                        .map(|()| ", and the file ends after the last of them".to_string())
+                        .unwrap_or_else(|cut| {
+                            format!(", but cutting the file after them failed: {cut}")
+                        }),
+                    CaptureTarget::Stdout => String::new(),
+                };
+                anyhow!(
+                    "writing {}: {e}; {whole} frames were written whole{cut}",
+                    c.name
+                )
+            }
+            _ => anyhow!("writing to stdout: {e}"),
         }
     }
 }
 
-pub fn open_output(
-    path: &Path,
-    snaplen: u32,
-) -> Result<PcapWriter<BufWriter<Box<dyn Write + Send>>>> {
-    let out: Box<dyn Write + Send> = if path == Path::new("-") {
-        Box::new(io::stdout())
+/// Where a capture is written: a file, or stdout (`-w -`).
+enum CaptureTarget {
+    File(File),
+    Stdout,
+}
+
+/// What the pcap writer writes to: for a file, a second handle on it, the
+/// capture keeping the first to cut the file back after a failed write.
+struct TargetWriter(CaptureTarget);
+
+impl Write for TargetWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            CaptureTarget::File(f) => f.write(buf),
+            CaptureTarget::Stdout => io::stdout().lock().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.0 {
+            CaptureTarget::File(f) => f.flush(),
+            CaptureTarget::Stdout => io::stdout().lock().flush(),
+        }
+    }
+}
+
+/// A pcap capture in progress.
+pub struct PcapCapture {
+    writer: PcapWriter<TargetWriter>,
+    target: CaptureTarget,
+    /// How the output is named in messages: its path, or stdout.
+    name: String,
+}
+
+/// Opens the capture output and writes the pcap header to it at once, so
+/// that an output that cannot be written is an error before the capture.
+pub fn open_output(path: &Path, snaplen: u32) -> Result<PcapCapture> {
+    let (target, name) = if path == Path::new("-") {
+        (CaptureTarget::Stdout, "stdout".to_string())
     } else {
-        Box::new(File::create(path).with_context(|| format!("cannot write {}", path.display()))?)
+        let file =
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        (CaptureTarget::File(file), path.display().to_string())
     };
     let snaplen = if snaplen == 0 { WHOLE_FRAME } else { snaplen };
-    PcapWriter::new(BufWriter::with_capacity(1 << 16, out), snaplen)
-        .context("writing the pcap header")
+    let out = TargetWriter(match &target {
+        CaptureTarget::File(f) => CaptureTarget::File(f.try_clone()?),
+        CaptureTarget::Stdout => CaptureTarget::Stdout,
+    });
+    let writer = PcapWriter::new(out, snaplen)
+        .with_context(|| format!("writing the pcap header to {name}"))?;
+    Ok(PcapCapture {
+        writer,
+        target,
+        name,
+    })
 }

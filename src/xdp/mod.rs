@@ -52,6 +52,7 @@ struct XdpProbe<'obj> {
     skel: XdpSkel<'obj>,
     link: Option<OwnedFd>,
     iface: String,
+    ifindex: u32,
     mode: XdpMode,
     cost: Option<RunTimeStats>,
     attached_at: Instant,
@@ -145,10 +146,16 @@ impl Probe for XdpProbe<'_> {
         // A link detached from outside (`--replace` elsewhere, bpftool) stays
         // open here but no longer names an interface.
         match LinkInfo::from_fd(link.as_fd()).ok()?.info {
-            LinkTypeInfo::Xdp(xdp) if xdp.ifindex == 0 => Some(format!(
-                "the XDP program was detached from {} by another process",
-                self.iface
-            )),
+            LinkTypeInfo::Xdp(xdp) if xdp.ifindex == 0 => Some(
+                if netdev::ifindex(&self.iface).is_ok_and(|i| i == self.ifindex) {
+                    format!(
+                        "the XDP program was detached from {} by another process",
+                        self.iface
+                    )
+                } else {
+                    format!("interface {} went away", self.iface)
+                },
+            ),
             _ => None,
         }
     }
@@ -278,6 +285,7 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         skel,
         link: Some(link),
         iface: args.iface.clone(),
+        ifindex,
         mode,
         cost,
         attached_at,
