@@ -194,16 +194,16 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     });
     let caps = privilege::effective_caps().context("reading capabilities")?;
     let held: Vec<&str> = [
-        (privilege::CAP_BPF, "CAP_BPF"),
-        (privilege::CAP_PERFMON, "CAP_PERFMON"),
-        (privilege::CAP_NET_ADMIN, "CAP_NET_ADMIN"),
-        (privilege::CAP_NET_RAW, "CAP_NET_RAW"),
-        (privilege::CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (privilege::CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE"),
+        privilege::CAP_BPF,
+        privilege::CAP_PERFMON,
+        privilege::CAP_NET_ADMIN,
+        privilege::CAP_NET_RAW,
+        privilege::CAP_SYS_ADMIN,
+        privilege::CAP_SYS_RESOURCE,
     ]
     .iter()
-    .filter(|(c, _)| privilege::has_cap(caps, *c))
-    .map(|(_, n)| *n)
+    .filter(|&&c| privilege::has_cap(caps, c))
+    .map(|c| c.name)
     .collect();
     findings.push(Finding {
         what: "capabilities",

@@ -23,7 +23,8 @@ kill -9.",
     after_help = "Examples:\n  \
 netprobe xdp eth1                      live per-protocol table for eth1\n  \
 netprobe xdp eth1 --mode auto --json   JSON lines, native XDP if the driver has it\n  \
-netprobe xdp eth1 --duration 10s --cost\n\nNeeds root (CAP_BPF and CAP_NET_ADMIN)."
+netprobe xdp eth1 --duration 10s --cost\n\nNeeds root, or exactly: xdp CAP_BPF CAP_PERFMON CAP_NET_ADMIN (with --cost: CAP_NET_ADMIN \
+CAP_SYS_ADMIN); sockfilter CAP_BPF CAP_PERFMON CAP_NET_RAW; kprobe CAP_BPF CAP_PERFMON."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -179,7 +179,7 @@ impl Probe for KprobeProbe<'_> {
 pub fn run(args: &KprobeArgs) -> Result<()> {
     let list = traceable_functions()?;
     let functions = expand(&args.functions, &list)?;
-    privilege::require("netprobe kprobe", privilege::CAP_PERFMON, "CAP_PERFMON")?;
+    privilege::require("netprobe kprobe", &privilege::KPROBE)?;
     let needs_exit_data = args.ret || args.latency;
     let backend = choose_backend(args.backend, &functions, needs_exit_data)?;
     let settings = Settings {

@@ -173,7 +173,7 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
     // Everything the user gave is checked before anything is opened.
     let rules = filter::parse_args(&args.filter, Action::Capture)?;
     let compiled = filter::compile_args(&rules)?;
-    privilege::require("netprobe sockfilter", privilege::CAP_NET_RAW, "CAP_NET_RAW")?;
+    privilege::require("netprobe sockfilter", &privilege::SOCKFILTER)?;
     let ifindex = args
         .iface
         .as_deref()

@@ -180,7 +180,11 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     let sources = RuleSources::parse(args)?;
     let rules = sources.all()?;
     let compiled = filter::compile_args(&rules)?;
-    privilege::require("netprobe xdp", privilege::CAP_NET_ADMIN, "CAP_NET_ADMIN")?;
+    if args.cost {
+        privilege::require("netprobe xdp --cost", &privilege::XDP_COST)?;
+    } else {
+        privilege::require("netprobe xdp", &privilege::XDP)?;
+    }
     let ifindex = netdev::ifindex(&args.iface)?;
     let redirect_ifindex = args.redirect.as_deref().map(netdev::ifindex).transpose()?;
     let reply_addrs = match args.reply {
