@@ -4,8 +4,11 @@
 mod common;
 
 use std::fs;
+use std::io::Read;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -215,6 +218,136 @@ fn idle_and_many_clients_stall_nothing() {
     assert!(idle.join().unwrap() > 0);
     let (code, _) = np.stop(Signal::SIGINT);
     assert_eq!(code, Some(0));
+}
+
+/// Holds `n` connections to `target` from inside `ns` that say nothing;
+/// with `reopen`, each one the server closes is opened again at once, until
+/// `stop`. Returns how many connections it opened in all.
+fn idle_clients(
+    ns: String,
+    target: String,
+    n: usize,
+    reopen: bool,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let nsfile = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        nix::sched::setns(&nsfile, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let open = || {
+            let c = TcpStream::connect(&target).unwrap();
+            c.set_nonblocking(true).unwrap();
+            c
+        };
+        let mut conns: Vec<TcpStream> = (0..n).map(|_| open()).collect();
+        let mut opened = n;
+        while !stop.load(Ordering::SeqCst) {
+            if reopen {
+                for c in conns.iter_mut() {
+                    let mut buf = [0u8; 64];
+                    let closed = match c.read(&mut buf) {
+                        Ok(n) => n == 0,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    if closed {
+                        *c = open();
+                        opened += 1;
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        opened
+    })
+}
+
+/// 64 clients that connect, say nothing, and reconnect as soon as the
+/// server closes them: every one of 80 scrapes is answered. Then 70 idle
+/// clients opened at once: scrapes go on being answered, with no outage.
+#[test]
+fn idle_clients_never_shut_out_a_scraper() {
+    common::require_root();
+    let net = Pair::quiet();
+    let np = Running::start(
+        Some(&net.b.name),
+        &[
+            "xdp",
+            &net.b_if,
+            "--prometheus",
+            "127.0.0.1:0",
+            "--quiet",
+            "--interval",
+            "100ms",
+        ],
+    );
+    let addr = metrics_addr(&np);
+    let url = format!("http://{addr}/metrics");
+    for (n, reopen, scrapes) in [(64, true, 80), (70, false, 30)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let idle = idle_clients(
+            net.b.name.clone(),
+            addr.clone(),
+            n,
+            reopen,
+            Arc::clone(&stop),
+        );
+        thread::sleep(Duration::from_millis(300));
+        // Spread over twice the server's 2 s client timeout, so that idle
+        // clients are closed and come back meanwhile.
+        let answered = (0..scrapes)
+            .filter(|_| {
+                thread::sleep(Duration::from_millis(50));
+                curl(&net.b, &url).is_some_and(|p| p.contains("netprobe_packets_total"))
+            })
+            .count();
+        stop.store(true, Ordering::SeqCst);
+        let opened = idle.join().unwrap();
+        assert_eq!(
+            answered, scrapes,
+            "{n} idle clients (reopened: {reopen}, {opened} connections in all)"
+        );
+        if reopen {
+            assert!(opened > n, "the server never closed an idle client");
+        }
+    }
+    let out = np.finish_after(Signal::SIGINT);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+/// An address other than loopback says the metrics are reachable from the
+/// network; an address that is not one is refused without a DNS look-up.
+#[test]
+fn metrics_addresses_say_where_they_reach() {
+    common::require_root();
+    let net = Pair::quiet();
+    let out = common::process::run(
+        Some(&net.b.name),
+        &[
+            "xdp",
+            &net.b_if,
+            "--prometheus",
+            "0.0.0.0:0",
+            "--quiet",
+            "--duration",
+            "0.3",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the metrics are reachable from the network"),
+        "{}",
+        out.stderr
+    );
+    let out = common::process::run(
+        Some(&net.b.name),
+        &["xdp", &net.b_if, "--prometheus", "256.0.0.1:80"],
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("'256.0.0.1:80' is not an address like"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The values flags take: the types they produce and the parsers that
 //! check them, so that a bad value is refused before anything is loaded.
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// How the XDP program is attached, as the user asks for it.
@@ -73,20 +73,20 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Where `--prometheus` listens: `PORT` and `:PORT` mean loopback.
+/// Where `--prometheus` listens: `PORT` and `:PORT` mean loopback, as does
+/// `localhost:PORT`; otherwise an IP address and port (`[::1]:9435` for
+/// IPv6). Names are not looked up: a listening address must not depend on
+/// DNS, and `256.0.0.1:80` is simply not an address.
 pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
-    let with_host = if s.parse::<u16>().is_ok() {
-        format!("127.0.0.1:{s}")
-    } else if let Some(port) = s.strip_prefix(':') {
-        format!("127.0.0.1:{port}")
-    } else {
-        s.to_string()
-    };
-    with_host
-        .to_socket_addrs()
-        .map_err(|e| format!("'{s}' is not an address like 127.0.0.1:9435 ({e})"))?
-        .next()
-        .ok_or_else(|| format!("'{s}' names no address"))
+    let port = s
+        .strip_prefix(':')
+        .or_else(|| s.strip_prefix("localhost:"))
+        .unwrap_or(s);
+    if let Ok(port) = port.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an address like 9435, 127.0.0.1:9435 or [::1]:9435"))
 }
 
 #[cfg(test)]
@@ -146,5 +146,21 @@ mod tests {
         assert_eq!(parse_positive_duration("3650d"), Ok(MAX_DURATION));
         let e = parse_positive_duration("-1s").unwrap_err();
         assert!(e.contains("negative"), "{e}");
+    }
+
+    #[test]
+    fn metrics_addresses_need_no_dns() {
+        let loopback = Ok(SocketAddr::from(([127, 0, 0, 1], 9435)));
+        for s in ["9435", ":9435", "localhost:9435", "127.0.0.1:9435"] {
+            assert_eq!(parse_metrics_addr(s), loopback, "{s}");
+        }
+        assert_eq!(
+            parse_metrics_addr("[::1]:0"),
+            Ok(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 0)))
+        );
+        for s in ["256.0.0.1:80", "example.com:80", "9435x", "127.0.0.1", ""] {
+            let e = parse_metrics_addr(s).unwrap_err();
+            assert!(e.contains("is not an address like"), "{s}: {e}");
+        }
     }
 }

@@ -1,32 +1,38 @@
 //! `--prometheus ADDR`: every snapshot also becomes a Prometheus text
-//! exposition, served at `/metrics` from threads of their own.
+//! exposition, served at `/metrics` by one thread of its own.
 //!
 //! The polling loop only swaps in a new encoded page (one pointer under a
-//! lock); clients never touch the BPF maps or the loop. Each connection gets
-//! its own thread with short read and write timeouts, and connections over
-//! the cap are closed at once, so a client that connects and says nothing,
-//! or many at once, cannot stall anything.
-use std::io::{Read, Write};
+//! lock); clients never touch the BPF maps or the loop. The server is one
+//! poll(2) loop over non-blocking sockets: a client that connects and says
+//! nothing costs a slot, not a thread. Every client has [`CLIENT_TIMEOUT`] to
+//! send its request and read the answer. When all [`MAX_CLIENTS`] slots are
+//! taken, a new connection takes the slot of the client that has waited
+//! longest, so a real scraper gets through whatever idle clients do.
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use super::snapshot::{Snapshot, Source};
 
-/// Connections served at once; more are closed on accept.
-const MAX_CLIENTS: usize = 64;
-/// How long a client may take to send its request or read the answer.
+/// Connections held at once.
+const MAX_CLIENTS: usize = 256;
+/// How long a client may take to send its request and read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request head read.
 const MAX_REQUEST: usize = 8192;
 
+/// The page the next scrape gets.
+type Page = Arc<Mutex<Arc<String>>>;
+
 pub struct Exporter {
-    page: Arc<Mutex<Arc<String>>>,
+    page: Page,
     pub addr: SocketAddr,
 }
 
@@ -35,33 +41,13 @@ impl Exporter {
     pub fn bind(addr: SocketAddr) -> Result<Exporter> {
         let listener = TcpListener::bind(addr)
             .with_context(|| format!("--prometheus: cannot listen on {addr}"))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let page = Arc::new(Mutex::new(Arc::new(String::new())));
+        let page: Page = Arc::new(Mutex::new(Arc::new(String::new())));
         let served = Arc::clone(&page);
-        let clients = Arc::new(AtomicUsize::new(0));
         thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
-                        continue; // dropped: closed at once
-                    }
-                    clients.fetch_add(1, Ordering::SeqCst);
-                    let page = Arc::clone(&served);
-                    let counted = Arc::clone(&clients);
-                    let spawned =
-                        thread::Builder::new()
-                            .name("metrics-client".into())
-                            .spawn(move || {
-                                let _ = serve(stream, &page);
-                                counted.fetch_sub(1, Ordering::SeqCst);
-                            });
-                    if spawned.is_err() {
-                        // No thread for it: the stream was dropped with the closure.
-                        clients.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
-            })
+            .spawn(move || serve(listener, &served))
             .context("starting the metrics server")?;
         Ok(Exporter { page, addr })
     }
@@ -77,19 +63,56 @@ impl Exporter {
     }
 }
 
-fn serve(mut stream: TcpStream, page: &Mutex<Arc<String>>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
+/// One connection: reading its request head, then writing the answer.
+struct Client {
+    stream: TcpStream,
+    accepted: Instant,
+    head: Vec<u8>,
+    /// The answer, once the head is in; `sent` bytes of it are written.
+    answer: Option<Vec<u8>>,
+    sent: usize,
+}
+
+impl Client {
+    /// Reads or writes what the socket allows now; false when it is done
+    /// (answered, closed by the peer, or broken).
+    fn advance(&mut self, page: &Page) -> bool {
+        if self.answer.is_none() {
+            let mut buf = [0u8; 1024];
+            loop {
+                match self.stream.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(n) => self.head.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+                if self.head.windows(4).any(|w| w == b"\r\n\r\n") || self.head.len() >= MAX_REQUEST
+                {
+                    self.answer = Some(answer(&self.head, page));
+                    break;
+                }
+            }
         }
-        head.extend_from_slice(&buf[..n]);
+        let Some(answer) = &self.answer else {
+            return true;
+        };
+        while self.sent < answer.len() {
+            match self.stream.write(&answer[self.sent..]) {
+                Ok(0) => return false,
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        false
     }
-    let line = String::from_utf8_lossy(&head);
+}
+
+/// The whole HTTP answer to a request head.
+fn answer(head: &[u8], page: &Page) -> Vec<u8> {
+    let line = String::from_utf8_lossy(head);
     let target = line.split_whitespace().nth(1).unwrap_or("");
     let (status, kind, body) = if !line.starts_with("GET ") {
         (
@@ -113,13 +136,85 @@ fn serve(mut stream: TcpStream, page: &Mutex<Arc<String>>) -> std::io::Result<()
             Arc::new("not found\n".to_string()),
         )
     };
-    write!(
-        stream,
+    let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// The server loop; runs until the process ends.
+fn serve(listener: TcpListener, page: &Page) {
+    let mut clients: Vec<Client> = Vec::new();
+    loop {
+        let mut fds = Vec::with_capacity(clients.len() + 1);
+        fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        for c in &clients {
+            let want = if c.answer.is_some() {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            fds.push(PollFd::new(c.stream.as_fd(), want));
+        }
+        // Wake at least every 100 ms to expire slow clients.
+        if poll(&mut fds, PollTimeout::from(100u16)).is_err() {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        // Clients first, so that slots freed now are free for new ones.
+        let now = Instant::now();
+        let mut i = 0;
+        let mut keep = Vec::with_capacity(clients.len());
+        for mut c in clients.drain(..) {
+            i += 1;
+            let alive = if ready[i] { c.advance(page) } else { true };
+            if alive && now.duration_since(c.accepted) < CLIENT_TIMEOUT {
+                keep.push(c);
+            }
+        }
+        clients = keep;
+        if ready[0] {
+            accept_all(&listener, &mut clients, page);
+        }
+    }
+}
+
+/// Accepts every pending connection; over the cap, the client that has
+/// waited longest gives up its slot.
+fn accept_all(listener: &TcpListener, clients: &mut Vec<Client>, page: &Page) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        if clients.len() >= MAX_CLIENTS {
+            // Accept order is age order: the first is the oldest.
+            clients.remove(0);
+        }
+        let mut client = Client {
+            stream,
+            accepted: Instant::now(),
+            head: Vec::new(),
+            answer: None,
+            sent: 0,
+        };
+        // A request often arrives with the connection: answer it at once.
+        if client.advance(page) {
+            clients.push(client);
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {

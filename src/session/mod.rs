@@ -61,6 +61,14 @@ impl Reporting {
         let exporter = args.prometheus.map(Exporter::bind).transpose()?;
         if let Some(e) = &exporter {
             console::note(format!("serving metrics at http://{}/metrics", e.addr));
+            if !e.addr.ip().is_loopback() {
+                console::note(format!(
+                    "the metrics are reachable from the network on {}; --prometheus {} keeps \
+                     them on this machine",
+                    e.addr,
+                    e.addr.port()
+                ));
+            }
         }
         Ok(Reporting {
             json: args.json,
