@@ -226,6 +226,17 @@ fn classify_every_frame(s: &netprobe::skel::xdp::XdpSkel<'_>) {
         ),
         &["ipv6"],
     );
+    // A fragment header cut short is malformed, even one whose first bytes
+    // say "later fragment" (found by tests/fuzz.rs).
+    expect(
+        s,
+        "ipv6 fragment header cut",
+        &eth(
+            ETH_IPV6,
+            &ipv6(IP6_A, IP6_B, 44, &ipv6_frag(PROTO_TCP, 10, false, &[])[..7]),
+        ),
+        &["malformed"],
+    );
     expect(
         s,
         "ipv6 ah tcp",

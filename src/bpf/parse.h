@@ -160,6 +160,9 @@ static __always_inline int np_parse_ipv6(struct np_ctx *c, struct np_packet *p, 
 		if (!ext || off + sizeof(*ext) > end)
 			return -1;
 		if (next == NP_IPPROTO_FRAGMENT) {
+			/* The whole 8-byte header, before its offset means anything. */
+			if (off + 8 > end)
+				return -1;
 			p->ip_frag = 1;
 			p->ip_proto = ext->nexthdr;
 			/* A later fragment carries no transport header. */
