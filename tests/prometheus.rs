@@ -26,13 +26,25 @@ struct PrometheusServer {
 
 impl PrometheusServer {
     fn start(ns: &Netns, target: &str) -> PrometheusServer {
+        PrometheusServer::start_with(
+            ns,
+            &format!(
+                "  - job_name: netprobe\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+    }
+
+    /// A server with these `scrape_configs` entries; the text may name
+    /// files in the server's own directory as `DIR/`.
+    fn start_with(ns: &Netns, scrape_configs: &str) -> PrometheusServer {
         let dir = std::env::temp_dir().join(common::netns::unique("prom"));
         fs::create_dir_all(&dir).unwrap();
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: netprobe\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{}",
+                scrape_configs.replace("DIR/", &format!("{}/", dir.display()))
             ),
         )
         .unwrap();
@@ -348,6 +360,123 @@ fn metrics_addresses_say_where_they_reach() {
         "{}",
         out.stderr
     );
+}
+
+/// Waits (30 s at most) until `promql` has the value `want`; returns the
+/// last value seen.
+fn wait_for_value(ns: &Netns, promql: &str, want: u64) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = query(ns, promql);
+        if last == Some(want) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    last
+}
+
+/// Ten nodes, each a namespace with its own traffic and its own netprobe,
+/// found by one Prometheus server through file-based service discovery: the
+/// fleet's sum is exactly the frames sent to all nodes, and a node killed
+/// with SIGKILL shows as `up == 0` while the others keep reporting.
+#[test]
+fn a_fleet_of_ten_scraped_by_one_prometheus() {
+    common::require_root();
+    const NODES: usize = 10;
+    let monitor = Netns::new();
+    let nodes: Vec<Pair> = (0..NODES).map(|_| Pair::addressed()).collect();
+    let mut targets = Vec::new();
+    let mut netprobes = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        // A management link from the monitor to the node, a /24 each.
+        let (m_if, n_if) = (common::netns::unique("fm"), common::netns::unique("fn"));
+        common::netns::link_veth(&monitor, &m_if, &node.b, &n_if);
+        monitor.sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.19.{i}.1/24"),
+            "dev",
+            &m_if,
+        ]);
+        node.b.sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.19.{i}.2/24"),
+            "dev",
+            &n_if,
+        ]);
+        let listen = format!("198.19.{i}.2:9435");
+        netprobes.push(Running::start(
+            Some(&node.b.name),
+            &[
+                "xdp",
+                &node.b_if,
+                "--mode",
+                "skb",
+                "--prometheus",
+                &listen,
+                "--quiet",
+                "--interval",
+                "200ms",
+            ],
+        ));
+        targets.push(format!("\"{listen}\""));
+    }
+    let server = PrometheusServer::start_with(
+        &monitor,
+        "  - job_name: fleet\n    file_sd_configs:\n      - files: ['DIR/targets.json']\n        refresh_interval: 1s\n",
+    );
+    fs::write(
+        server.dir.join("targets.json"),
+        format!(
+            "[{{\"targets\": [{}], \"labels\": {{\"fleet\": \"test\"}}}}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    // Node i gets 10 * (i + 1) UDP frames: 550 in all.
+    let mut total = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        let n = 10 * (i + 1);
+        send_frames(&node.a.name, &node.a_if, &[(udp4_frame(9, 18), n)]);
+        total += n as u64;
+    }
+    let sum = r#"sum(netprobe_packets_total{job="fleet",proto="udp"})"#;
+    assert_eq!(wait_for_value(&monitor, sum, total), Some(total));
+    assert_eq!(
+        wait_for_value(&monitor, r#"count(up{job="fleet"} == 1)"#, NODES as u64),
+        Some(NODES as u64)
+    );
+    // Node 3 dies without a word; the others keep reporting.
+    let dead = netprobes.remove(3);
+    dead.signal(Signal::SIGKILL);
+    drop(dead);
+    assert_eq!(
+        wait_for_value(&monitor, r#"up{job="fleet",instance="198.19.3.2:9435"}"#, 0),
+        Some(0)
+    );
+    assert_eq!(
+        wait_for_value(&monitor, r#"count(up{job="fleet"} == 1)"#, 9),
+        Some(9)
+    );
+    send_frames(&nodes[0].a.name, &nodes[0].a_if, &[(udp4_frame(9, 18), 5)]);
+    let alive =
+        r#"sum(netprobe_packets_total{job="fleet",proto="udp",instance!="198.19.3.2:9435"})"#;
+    assert_eq!(
+        wait_for_value(&monitor, alive, total - 40 + 5),
+        Some(total - 40 + 5)
+    );
+    for np in netprobes {
+        let (code, _) = np.stop(Signal::SIGTERM);
+        assert_eq!(code, Some(0));
+    }
+    for node in &nodes {
+        assert!(!common::netns::has_xdp(&node.b.name, &node.b_if));
+    }
 }
 
 #[test]
