@@ -10,6 +10,8 @@ cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces)" >&2; exit 1; }
 make_pair
 echo "demo: $NS_A/$IF_A (198.18.0.1) <-> $NS_B/$IF_B (198.18.0.2); netprobe xdp on $IF_B for ${SECONDS_TO_RUN}s"
+echo "demo: from $NS_A: UDP frames of 60 and 1000 bytes and TCP frames of 60 bytes, one every 2 ms (trafgen), an IPv4 ping every 100 ms, an IPv6 ping every 250 ms"
+echo "demo: 'program cost' is the XDP program's own run time per packet from the kernel's BPF statistics; at this low rate every packet finds cold caches, so it reads far higher than at line rate (README, --cost)"
 
 conf=$(mktemp)
 { trafgen_frame 17 60; trafgen_frame 6 60; trafgen_frame 17 1000; } > "$conf"

@@ -65,16 +65,23 @@ pub fn list(args: &ListArgs) -> Result<()> {
     console::print(&out)
 }
 
+/// What netprobe uses a finding for; [`INFO`] for what it only reports.
+const INFO: &str = "-";
+
 #[derive(Serialize)]
 struct Finding {
     what: &'static str,
+    /// Whether it is there; `None` for a plain fact.
     available: Option<bool>,
+    /// What needs it ([`INFO`]: nothing, it is only informative).
+    needed_by: &'static str,
     detail: String,
     how: String,
 }
 
 fn finding(
     what: &'static str,
+    needed_by: &'static str,
     result: std::result::Result<String, String>,
     how: impl Into<String>,
 ) -> Finding {
@@ -85,9 +92,43 @@ fn finding(
     Finding {
         what,
         available,
+        needed_by,
         detail,
         how: how.into(),
     }
+}
+
+/// The findings as a table whose columns are as wide as their widest cell.
+fn table(findings: &[Finding]) -> String {
+    let rows: Vec<[&str; 5]> = findings
+        .iter()
+        .map(|f| {
+            let ok = match f.available {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            };
+            [f.what, ok, f.needed_by, &f.detail, &f.how]
+        })
+        .collect();
+    let header = ["WHAT", "OK", "NEEDED BY", "DETAIL", "HOW"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    std::iter::once(header)
+        .chain(rows)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("  ").trim_end())
+        })
+        .collect()
 }
 
 fn mounted(fstype: &str) -> Option<String> {
@@ -108,12 +149,14 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     findings.push(Finding {
         what: "kernel",
         available: None,
+        needed_by: INFO,
         detail: release,
         how: "uname(2)".into(),
     });
     let btf = Path::new("/sys/kernel/btf/vmlinux");
     findings.push(finding(
         "BTF",
+        "every program (CO-RE)",
         if btf.exists() {
             Ok("kernel BTF present (CO-RE works)".into())
         } else {
@@ -123,6 +166,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     ));
     findings.push(finding(
         "kprobes",
+        "kprobe backend",
         kprobe_support()
             .map(|()| "kprobe and kretprobe attach".into())
             .map_err(|e| format!("this kernel {e}")),
@@ -130,6 +174,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     ));
     findings.push(finding(
         "fentry",
+        "fentry backend",
         fentry_support("tcp_v4_connect")
             .map(|()| "fentry and fexit load".into())
             .map_err(|e| format!("this kernel {e}")),
@@ -140,6 +185,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         .any(|t| t == "inet_sock_set_state");
     findings.push(finding(
         "tracepoint sock:inet_sock_set_state",
+        "tracepoint backend",
         if tp {
             Ok("present (connect events without kprobes)".into())
         } else {
@@ -156,6 +202,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     };
     findings.push(finding(
         "ring buffer",
+        "connect events",
         if ringbuf == 1 {
             Ok("BPF_MAP_TYPE_RINGBUF works".into())
         } else {
@@ -168,6 +215,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         findings.push(Finding {
             what: "XDP",
             available: Some(true),
+            needed_by: "netprobe xdp",
             detail: format!("{}: {}", i.name, i.modes_text()),
             how: if features.is_some() {
                 "netdev netlink family (XDP feature bits)".into()
@@ -178,15 +226,17 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     }
     findings.push(finding(
         "bpffs",
+        INFO,
         mounted("bpf")
             .map(|at| format!("mounted at {at}"))
-            .ok_or_else(|| "not mounted (netprobe pins nothing and does not need it)".into()),
+            .ok_or_else(|| "not mounted (netprobe pins nothing)".into()),
         "/proc/mounts",
     ));
     let lockdown = fs::read_to_string("/sys/kernel/security/lockdown").ok();
     findings.push(Finding {
         what: "lockdown",
         available: None,
+        needed_by: INFO,
         detail: lockdown
             .map(|l| l.trim().to_string())
             .unwrap_or_else(|| "unknown (securityfs is not mounted)".into()),
@@ -208,6 +258,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     findings.push(Finding {
         what: "capabilities",
         available: None,
+        needed_by: "see README, Operations",
         detail: if held.is_empty() {
             "none of the ones netprobe uses".into()
         } else {
@@ -218,15 +269,6 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     if args.json {
         console::print(&format!("{}\n", serde_json::json!({ "check": findings })))
     } else {
-        let mut out = format!("{:<36} {:<5} {:<60} HOW\n", "WHAT", "OK", "DETAIL");
-        for f in &findings {
-            let ok = match f.available {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "",
-            };
-            out += &format!("{:<36} {:<5} {:<60} {}\n", f.what, ok, f.detail, f.how);
-        }
-        console::print(&out)
+        console::print(&table(&findings))
     }
 }

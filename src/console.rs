@@ -26,7 +26,27 @@ pub fn out(text: &str) -> io::Result<()> {
     stdout.flush()
 }
 
+/// `1 rule`, `2 rules`: a count and its noun, in the plural unless one.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Whether a failed write means only that the reader went away.
 pub fn reader_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_read_as_words() {
+        assert_eq!(super::count(1u64, "rule"), "1 rule");
+        assert_eq!(super::count(0u64, "rule"), "0 rules");
+        assert_eq!(super::count(404u64, "function"), "404 functions");
+    }
 }

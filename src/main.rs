@@ -15,8 +15,10 @@ fn main() -> ExitCode {
             e.exit()
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        // A command-line mistake keeps clap's layout: the error, a tip on a
+        // line of its own, the usage. Errors found later are one line.
         Err(e) => {
-            console::note(one_line(&e.to_string()));
+            let _ = e.print();
             return ExitCode::from(2);
         }
     };

@@ -6,16 +6,7 @@ use common::netns::{has_xdp, Netns};
 use common::process::run;
 
 fn one_line_error(out: &common::process::Finished, code: i32, needle: &str) {
-    assert_eq!(out.code, Some(code), "exit code; stderr: {}", out.stderr);
-    assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
-    assert!(out.stderr.starts_with("netprobe: "), "{:?}", out.stderr);
-    assert!(
-        out.stderr.contains(needle),
-        "{needle:?} not in {:?}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    assert!(out.stdout.is_empty(), "stdout: {}", out.stdout);
+    common::process::expect_error(out, code, needle);
 }
 
 #[test]
@@ -140,6 +131,24 @@ fn durations_that_do_not_fit_are_refused() {
     }
     let out = run(None, &["xdp", "eth9", "--for", "99999999999d"]);
     one_line_error(&out, 2, "ten-year maximum");
+}
+
+#[test]
+fn a_mistyped_flag_keeps_clap_layout() {
+    let out = run(None, &["xdp", "eth9", "--dorp", "udp and dst port 9"]);
+    assert_eq!(out.code, Some(2));
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines[0], "error: unexpected argument '--dorp' found");
+    assert!(
+        lines.contains(&"  tip: a similar argument exists: '--drop'"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("Usage: netprobe xdp")),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn hup_storm_during_in_place_rewrites_never_lets_a_frame_through() {
     // Once the file is quiet, a reload goes through.
     thread::sleep(Duration::from_millis(100));
     np.signal(Signal::SIGHUP);
-    np.wait_stderr("SIGHUP: 1 rules in force");
+    np.wait_stderr("SIGHUP: 1 rule in force");
     let v = np.json_until(TIMEOUT, |v| proto(v, "udp").0 >= FRAMES as u64);
     assert_eq!(verdict(&v, "drop").0, FRAMES as u64, "every frame dropped");
     assert_eq!(verdict(&v, "pass").0, 0);
@@ -129,7 +129,7 @@ fn hup_storm_during_in_place_rewrites_never_lets_a_frame_through() {
     assert_eq!(udp_arrived(&net), arrived_before, "no datagram reached B");
     for line in out.stderr.lines().filter(|l| l.contains("SIGHUP:")) {
         assert!(
-            line.contains("1 rules in force") || line.contains("previous rules stay in force"),
+            line.contains("1 rule in force") || line.contains("previous rules stay in force"),
             "{line}"
         );
     }
@@ -216,14 +216,21 @@ fn a_closed_stderr_loses_notes_not_the_run() {
     fs::write(&file, "udp and dst port 10\n").unwrap();
     thread::sleep(Duration::from_millis(100));
     kill(pid, Signal::SIGHUP).unwrap();
-    send_frames(&net.a.name, &net.a_if, &[(udp4_frame(10, 18), 7)]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let deadline = Instant::now() + TIMEOUT;
+    // The new rule in force (its note went nowhere), then frames it drops.
+    let mut sent = false;
     loop {
         let mut line = String::new();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout ended");
         let v: Value = serde_json::from_str(&line).unwrap();
-        if rule_hits(&v, "udp and dst port 10") == 7 {
+        let new_rule = v["rules"][0]["rule"] == "udp and dst port 10";
+        if new_rule && !sent {
+            send_frames(&net.a.name, &net.a_if, &[(udp4_frame(10, 18), 7)]);
+            sent = true;
+        }
+        if sent && rule_hits(&v, "udp and dst port 10") == 7 {
+            assert_eq!(verdict(&v, "drop").0, 7);
             break;
         }
         assert!(Instant::now() < deadline, "the reload never took: {line}");
@@ -453,6 +460,6 @@ fn a_fifo_rules_file_says_it_waits() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0), "{rest}");
-    assert!(rest.contains("with 1 rules"), "{rest}");
+    assert!(rest.contains("with 1 rule;"), "{rest}");
     let _ = Path::new(&fifo);
 }

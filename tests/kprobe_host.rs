@@ -334,13 +334,7 @@ fn refusals_are_one_line() {
         ),
     ] {
         let out = run(None, &args);
-        assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
-        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(needle),
-            "{args:?}: {needle:?} not in {}",
-            out.stderr
-        );
+        common::process::expect_error(&out, code, needle);
     }
 }
 
@@ -399,4 +393,20 @@ fn list_and_check_describe_this_kernel() {
         .as_str()
         .unwrap()
         .contains("CAP_BPF"));
+    // What netprobe needs is marked; bpffs is only informative.
+    assert_eq!(find("bpffs")["needed_by"], "-");
+    assert_eq!(find("fentry")["needed_by"], "fentry backend");
+
+    // The table: every column starts where its header does, whatever the
+    // length of a detail.
+    let out = run(Some(&ns.name), &["check"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let detail_at = lines[0].find("DETAIL").unwrap();
+    let how_at = lines[0].find("HOW").unwrap();
+    for line in &lines[1..] {
+        assert_eq!(&line[detail_at - 2..detail_at], "  ", "{line}");
+        assert_eq!(&line[how_at - 2..how_at], "  ", "{line}");
+        assert_ne!(&line[how_at..how_at + 1], " ", "{line}");
+    }
 }

@@ -17,8 +17,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("console", &[]),
     ("skel", &[]),
     ("kernel", &["skel"]),
-    ("filter", &["error", "kernel", "skel"]),
-    ("report", &["filter", "kernel"]),
+    ("filter", &["console", "error", "kernel", "skel"]),
+    ("report", &["console", "filter", "kernel"]),
     ("cli", &["error"]),
     ("session", &["cli", "console", "kernel", "report"]),
     ("xdp", HOOK),
@@ -297,4 +297,70 @@ fn readme_lists_every_test_file() {
             assert!(readme.contains(&path), "README's test list lacks {path}");
         }
     }
+}
+
+/// `1.85` or `1.85.0` as (1, 85).
+fn version(v: &str) -> (u32, u32) {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The `rust-version` line of a Cargo.toml, if it has one.
+fn rust_version(manifest: &str) -> Option<(u32, u32)> {
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .map(|v| version(v.trim_end_matches('"')))
+}
+
+/// Cargo.toml's `rust-version` is the oldest toolchain the locked
+/// dependencies build with: the highest `rust-version` among them.
+#[test]
+fn the_declared_rust_version_is_what_the_locked_dependencies_need() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ours = rust_version(&fs::read_to_string(root.join("Cargo.toml")).unwrap())
+        .expect("rust-version in Cargo.toml");
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let sources: Vec<PathBuf> = fs::read_dir(home.join("registry/src"))
+        .map(|dirs| dirs.map(|d| d.unwrap().path()).collect())
+        .unwrap_or_default();
+    let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    let mut needed = (0, 0);
+    let mut read = 0;
+    for package in lock.split("[[package]]").skip(1) {
+        let field = |name: &str| {
+            package
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        let (Some(name), Some(ver), Some(_)) = (field("name"), field("version"), field("source"))
+        else {
+            continue;
+        };
+        // Packages for other platforms are never downloaded here.
+        let Some(manifest) = sources
+            .iter()
+            .map(|s| s.join(format!("{name}-{ver}/Cargo.toml")))
+            .find(|p| p.exists())
+        else {
+            continue;
+        };
+        read += 1;
+        if let Some(v) = rust_version(&fs::read_to_string(manifest).unwrap()) {
+            assert!(v <= ours, "{name} {ver} needs Rust {}.{}", v.0, v.1);
+            needed = needed.max(v);
+        }
+    }
+    assert!(
+        read > 20,
+        "only {read} locked packages found under {}",
+        home.display()
+    );
+    assert_eq!(
+        ours, needed,
+        "rust-version should be the oldest that builds them all"
+    );
 }

@@ -414,13 +414,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         let mut full = vec!["sockfilter"];
         full.extend(args.iter().copied());
         let out = run(Some(&ns.name), &full);
-        assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
-        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(needle),
-            "{args:?}: {needle:?} not in {}",
-            out.stderr
-        );
+        common::process::expect_error(&out, code, needle);
     }
     assert!(
         !std::path::Path::new(never).exists(),

@@ -112,6 +112,7 @@ fn dry_run_drops_nothing_and_counts_what_it_would() {
     assert_eq!(verdict(&last, "drop").0, 0);
     assert_eq!(verdict(&last, "pass").0, 25);
     assert_eq!(rule_hits(&last, "udp and dst port 9").0, 40);
+    assert_eq!(last["rules"][0]["action"], "would_drop", "it only counted");
     assert_eq!(
         net.b.udp_counters().1 - before.1,
         65,
@@ -130,6 +131,12 @@ fn ping_answered(mode: &str, peer_program: bool) {
             "xdp", &net.b_if, "--mode", mode, "--reply", "icmp", "--json",
         ],
     );
+    // Native mode on a veth says at start where the replies go.
+    let warned = np
+        .stderr_seen
+        .iter()
+        .any(|l| l.contains("is a veth in native mode: the echo replies go to its peer"));
+    assert_eq!(warned, mode == "native", "{mode}: {:?}", np.stderr_seen);
     // A veth delivers frames sent back in native mode only to a peer that
     // has an XDP program itself; a second netprobe there counts the replies.
     let peer =
@@ -238,7 +245,7 @@ fn sighup_swaps_the_rule_set() {
 
     fs::write(&file, "udp and dst port 10\n").unwrap();
     np.signal(Signal::SIGHUP);
-    np.wait_stderr("SIGHUP: 1 rules in force");
+    np.wait_stderr("SIGHUP: 1 rule in force");
     send_frames(
         &net.a.name,
         &net.a_if,

@@ -194,7 +194,7 @@ frame whose transport header netprobe parsed also counts in one of tcp, udp, icm
 malformed means a truncated or inconsistent header. Bytes are frame lengths as XDP sees them.
 
 Rules (--drop, --rules-file, --match), tcpdump-flavoured:
-  rule      := primitive [and primitive]...
+  rule      := primitive [and primitive]...      ('&&' is 'and')
   primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
              | [src|dst] host ADDR   | [src|dst] net CIDR
              | [src|dst] port N      | [src|dst] portrange N-M
@@ -377,11 +377,21 @@ mod tests {
     }
 
     #[test]
-    fn bad_mode_is_one_line() {
-        let err = Cli::try_parse_from(["netprobe", "xdp", "eth1", "--mode", "fast"]).unwrap_err();
+    fn a_mistyped_flag_gets_a_tip_on_its_own_line() {
+        let err = Cli::try_parse_from(["netprobe", "xdp", "eth1", "--dorp", "udp"]).unwrap_err();
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            crate::error::one_line(&err.to_string()),
-            "invalid value 'fast' for '--mode <MODE>' [possible values: native, skb, auto]"
+            lines[0], "error: unexpected argument '--dorp' found",
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"  tip: a similar argument exists: '--drop'"),
+            "{text}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("Usage: netprobe xdp")),
+            "{text}"
         );
     }
 }

@@ -451,8 +451,8 @@ pub fn parse_file(path: &str, contents: &str, action: Action) -> Result<RulesFil
     }
     if file.none && !file.rules.is_empty() {
         return Err(format!(
-            "{path}: says '{NO_RULES}' but holds {} rules; remove one or the other",
-            file.rules.len()
+            "{path}: says '{NO_RULES}' but holds {} too; remove one or the other",
+            crate::console::count(file.rules.len() as u64, "rule")
         ));
     }
     if file.rules.is_empty() && !file.none {

@@ -151,7 +151,7 @@ fn an_empty_rules_file_must_say_so() {
     let file = parse_file("r.txt", "# cleared on purpose\nnone\n", Action::Drop).unwrap();
     assert!(file.none && file.rules.is_empty());
     let err = parse_file("r.txt", "none\ntcp\n", Action::Drop).unwrap_err();
-    assert!(err.contains("says 'none' but holds 1 rules"), "{err}");
+    assert!(err.contains("says 'none' but holds 1 rule too"), "{err}");
 }
 
 #[test]

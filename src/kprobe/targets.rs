@@ -41,7 +41,7 @@ pub fn expand(patterns: &[String], list: &FunctionList) -> Result<Vec<String>> {
         }
         if out.len() > MAX_FUNCTIONS {
             return Err(UsageError(format!(
-                "'{pattern}' brings the functions to trace to {} and netprobe traces at most {MAX_FUNCTIONS} at once; \
+                "with '{pattern}' there are {} functions to trace, and netprobe traces at most {MAX_FUNCTIONS} at once; \
                  narrow the pattern",
                 out.len()
             ))

@@ -17,6 +17,10 @@ pub struct Summary {
     pub sport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
+    /// What tcpdump says after the addresses: TCP flags (`Flags [S.]`) or
+    /// the ICMP message (`ICMP echo request, id 7, seq 1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -70,7 +74,90 @@ fn with_l4(mut s: Summary, proto: u8, l4: &[u8], v6: bool) -> Summary {
             s.dport = Some(dport);
         }
     }
+    s.info = match s.proto {
+        "tcp" => l4.get(13).map(|&f| format!("Flags [{}]", tcp_flags(f))),
+        "icmp" => icmp(l4),
+        "icmp6" => icmp6(l4),
+        _ => None,
+    };
     s
+}
+
+/// TCP flags as tcpdump writes them: `S`, `S.` (SYN-ACK), `R.`, `P.`.
+fn tcp_flags(f: u8) -> String {
+    let mut out: String = [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+    ]
+    .iter()
+    .filter(|(bit, _)| f & bit != 0)
+    .map(|&(_, c)| c)
+    .collect();
+    if f & 0x10 != 0 {
+        out.push('.');
+    }
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
+}
+
+/// `id 7, seq 1` of an echo message.
+fn echo_ids(m: &[u8]) -> Option<String> {
+    Some(format!("id {}, seq {}", be16(m, 4)?, be16(m, 6)?))
+}
+
+/// An ICMP message as tcpdump names it.
+fn icmp(m: &[u8]) -> Option<String> {
+    let (&kind, &code) = (m.first()?, m.get(1)?);
+    Some(match kind {
+        0 => format!("ICMP echo reply, {}", echo_ids(m)?),
+        8 => format!("ICMP echo request, {}", echo_ids(m)?),
+        3 => {
+            let what = [
+                "net",
+                "host",
+                "protocol",
+                "port",
+                "need to frag",
+                "source route failed",
+            ];
+            match what.get(usize::from(code)) {
+                Some(w) => format!("ICMP {w} unreachable"),
+                None => format!("ICMP unreachable, code {code}"),
+            }
+        }
+        5 => "ICMP redirect".into(),
+        11 => "ICMP time exceeded in-transit".into(),
+        12 => "ICMP parameter problem".into(),
+        13 => "ICMP time stamp query".into(),
+        14 => "ICMP time stamp reply".into(),
+        t => format!("ICMP type-#{t}"),
+    })
+}
+
+/// An ICMPv6 message as tcpdump names it.
+fn icmp6(m: &[u8]) -> Option<String> {
+    let kind = *m.first()?;
+    Some(match kind {
+        1 => "ICMP6, destination unreachable".into(),
+        2 => "ICMP6, packet too big".into(),
+        3 => "ICMP6, time exceeded in-transit".into(),
+        4 => "ICMP6, parameter problem".into(),
+        128 => format!("ICMP6, echo request, {}", echo_ids(m)?),
+        129 => format!("ICMP6, echo reply, {}", echo_ids(m)?),
+        133 => "ICMP6, router solicitation".into(),
+        134 => "ICMP6, router advertisement".into(),
+        135 => "ICMP6, neighbor solicitation".into(),
+        136 => "ICMP6, neighbor advertisement".into(),
+        143 => "ICMP6, multicast listener report v2".into(),
+        t => format!("ICMP6, type-#{t}"),
+    })
 }
 
 fn ipv4(b: &[u8]) -> Summary {
@@ -173,6 +260,39 @@ mod tests {
         let s = summarize(&eth(0x0800, &ipv4_udp()));
         assert_eq!(s.proto, "udp");
         assert_eq!(s.endpoints(), "198.18.0.1.40000 > 198.18.0.2.9");
+        assert_eq!(s.info, None);
+    }
+
+    fn ipv4_with(proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ];
+        ip.extend_from_slice(l4);
+        let len = ip.len() as u16;
+        ip[2..4].copy_from_slice(&len.to_be_bytes());
+        eth(0x0800, &ip)
+    }
+
+    #[test]
+    fn icmp_messages_and_tcp_flags_as_tcpdump_names_them() {
+        let echo = summarize(&ipv4_with(1, &[8, 0, 0, 0, 0, 7, 0, 1]));
+        assert_eq!(echo.info.as_deref(), Some("ICMP echo request, id 7, seq 1"));
+        let reply = summarize(&ipv4_with(1, &[0, 0, 0, 0, 0, 7, 0, 2]));
+        assert_eq!(reply.info.as_deref(), Some("ICMP echo reply, id 7, seq 2"));
+        let unreachable = summarize(&ipv4_with(1, &[3, 3, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(unreachable.info.as_deref(), Some("ICMP port unreachable"));
+        let tcp = |flags: u8| {
+            let mut h = vec![
+                0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff,
+            ];
+            h.extend_from_slice(&[0, 0, 0, 0]);
+            summarize(&ipv4_with(6, &h)).info
+        };
+        assert_eq!(tcp(0x02).as_deref(), Some("Flags [S]"));
+        assert_eq!(tcp(0x12).as_deref(), Some("Flags [S.]"));
+        assert_eq!(tcp(0x14).as_deref(), Some("Flags [R.]"));
+        assert_eq!(tcp(0x18).as_deref(), Some("Flags [P.]"));
+        assert_eq!(tcp(0x04).as_deref(), Some("Flags [R]"));
     }
 
     #[test]
@@ -199,6 +319,7 @@ mod tests {
             (s.proto, s.endpoints().as_str()),
             ("icmp6", "2001:2::1 > 2001:2::2")
         );
+        assert_eq!(s.info.as_deref(), Some("ICMP6, echo request, id 1, seq 1"));
         let arp = [
             0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 10, 198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 198, 18, 0,
             2,

@@ -105,13 +105,15 @@ impl TablePrinter {
                 };
                 s += &format!(
                     "{:<10} {:>14} {:>16}  {text}\n",
-                    r.action, r.packets, r.bytes
+                    r.action.replace('_', " "),
+                    r.packets,
+                    r.bytes
                 );
             }
             if rules.len() > TABLE_RULES {
                 s += &format!(
-                    "... and {} more rules (all of them in --json)\n",
-                    rules.len() - TABLE_RULES
+                    "... and {} more (all of them in --json)\n",
+                    crate::console::count((rules.len() - TABLE_RULES) as u64, "rule")
                 );
             }
         }

@@ -183,3 +183,22 @@ fn table_shows_every_row() {
     );
     assert!(text.lines().any(|l| l.starts_with("pass")), "{text}");
 }
+
+#[test]
+fn rules_that_only_counted_say_would_drop() {
+    let mut s = snapshot(true);
+    s.rules = Some(vec![RuleHits {
+        rule: "udp and dst port 9".into(),
+        action: "would_drop",
+        packets: 40,
+        bytes: 2400,
+    }]);
+    let text = TablePrinter::render(&s);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("would drop") && l.ends_with("udp and dst port 9")),
+        "{text}"
+    );
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["rules"][0]["action"], "would_drop");
+}

@@ -218,7 +218,7 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
     let what = match (args.counts_only, rules.len()) {
         (true, _) => "counting only".to_string(),
         (false, 0) => "every frame".to_string(),
-        (false, n) => format!("{n} filter rules"),
+        (false, n) => console::count(n as u64, "filter rule"),
     };
     console::note(format!(
         "socket filter attached on {label} ({what}); Ctrl-C to stop"

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
+use crate::console;
 use crate::kernel::packet_socket::Frame;
 use crate::report::decode;
 use crate::report::pcap::PcapWriter;
@@ -46,10 +47,16 @@ impl Sink {
             Sink::Lines(out) => {
                 let stamp = humantime::format_rfc3339_micros(frame_time(f)).to_string();
                 let s = decode::summarize(f.data);
-                // The time of day, UTC, as tcpdump prints it.
+                // The time of day, UTC, as tcpdump prints it; then what
+                // tcpdump says of TCP flags and ICMP messages.
+                let info = s
+                    .info
+                    .as_deref()
+                    .map(|i| format!(": {i},"))
+                    .unwrap_or_default();
                 writeln!(
                     out,
-                    "{} {iface} {direction:<3} {} {} length {}",
+                    "{} {iface} {direction:<3} {} {}{info} length {}",
                     &stamp[11..26],
                     s.proto,
                     s.endpoints(),
@@ -107,8 +114,9 @@ impl Sink {
                     CaptureTarget::Stdout => String::new(),
                 };
                 anyhow!(
-                    "writing {}: {e}; {whole} frames were written whole{cut}",
-                    c.name
+                    "writing {}: {e}; {} written whole{cut}",
+                    c.name,
+                    console::count(whole, "frame")
                 )
             }
             _ => anyhow!("writing to stdout: {e}"),

@@ -23,7 +23,7 @@ use crate::cli::{XdpArgs, XdpModeArg};
 use crate::console;
 use crate::error::{one_line, UsageError};
 use crate::filter::tables::{Capacity, RuleState};
-use crate::filter::{self, Rule};
+use crate::filter::{self, Action, Rule};
 use crate::kernel::bpf_stats::{RunTimeStats, RunTotals};
 use crate::kernel::counters::{Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
 use crate::kernel::netdev::{self, XdpMode};
@@ -60,6 +60,7 @@ struct XdpProbe<'obj> {
     sources: RuleSources,
     rules: Vec<Rule>,
     rule_state: Option<RuleState>,
+    dry_run: bool,
     top: Option<usize>,
     watchdog: Option<Arc<AtomicBool>>,
 }
@@ -69,10 +70,17 @@ impl XdpProbe<'_> {
         let Some(state) = &self.rule_state else {
             return Ok(None);
         };
-        Ok(Some(report::rule_hits(
-            &self.rules,
-            state.hits(&rule_tables(&self.skel))?,
-        )))
+        let mut hits = report::rule_hits(&self.rules, state.hits(&rule_tables(&self.skel))?);
+        if self.dry_run {
+            // The drop rules only counted.
+            for h in hits
+                .iter_mut()
+                .filter(|h| h.action == Action::Drop.as_str())
+            {
+                h.action = "would_drop";
+            }
+        }
+        Ok(Some(hits))
     }
 
     fn reload(&mut self) -> Result<usize> {
@@ -165,7 +173,10 @@ impl Probe for XdpProbe<'_> {
             return false;
         }
         match self.reload() {
-            Ok(n) => console::note(format!("SIGHUP: {n} rules in force")),
+            Ok(n) => console::note(format!(
+                "SIGHUP: {} in force",
+                console::count(n as u64, "rule")
+            )),
             Err(e) => console::note(format!(
                 "SIGHUP: {}; the previous rules stay in force",
                 one_line(&format!("{e:#}"))
@@ -173,6 +184,32 @@ impl Probe for XdpProbe<'_> {
         }
         true
     }
+}
+
+/// What a veth does to frames native-mode XDP sends back or redirects into
+/// one: the veth that receives them drops them unless it runs an XDP
+/// program of its own (it needs NAPI). Skb mode has no such limit.
+fn veth_warnings(args: &XdpArgs, mode: XdpMode) -> Vec<String> {
+    let is_veth = |iface: &str| netdev::driver(iface).is_some_and(|d| d == "veth");
+    let mut out = Vec::new();
+    if mode != XdpMode::Native {
+        return out;
+    }
+    if args.reply.is_some() && is_veth(&args.iface) {
+        out.push(format!(
+            "{} is a veth in native mode: the echo replies go to its peer, which drops them \
+             unless it runs an XDP program of its own; use --mode skb, or attach one to the peer",
+            args.iface
+        ));
+    }
+    if let Some(target) = args.redirect.as_deref().filter(|t| is_veth(t)) {
+        out.push(format!(
+            "{target} is a veth: frames redirected into it in native mode are dropped by its \
+             peer unless the peer runs an XDP program of its own; use --mode skb, or attach one \
+             to the peer"
+        ));
+    }
+    out
 }
 
 pub fn run(args: &XdpArgs) -> Result<()> {
@@ -272,13 +309,19 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         .for_duration
         .map(|d| start_watchdog(&link, d))
         .transpose()?;
+    for warning in veth_warnings(args, mode) {
+        console::note(warning);
+    }
     if let Some(why) = fallback {
         console::note(format!("{why} on {}; using skb mode", args.iface));
     }
     let what = match (rules.len(), args.dry_run) {
         (0, _) => String::new(),
-        (n, false) => format!(" with {n} rules"),
-        (n, true) => format!(" with {n} rules (dry run: nothing is dropped)"),
+        (n, false) => format!(" with {}", console::count(n as u64, "rule")),
+        (n, true) => format!(
+            " with {} (dry run: nothing is dropped)",
+            console::count(n as u64, "rule")
+        ),
     };
     console::note(format!(
         "attached to {} in {mode} mode{what}; Ctrl-C to stop",
@@ -297,6 +340,7 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         sources,
         rules,
         rule_state,
+        dry_run: args.dry_run,
         top: args.top.map(|n| n as usize),
         watchdog,
     };

@@ -210,3 +210,31 @@ pub fn total_frames(json: &Value) -> u64 {
         .map(|p| proto(json, p).0)
         .sum()
 }
+
+/// An error found after parsing is one `netprobe:` line; a command-line
+/// mistake that clap finds keeps clap's layout (exit 2, the error first,
+/// tips and usage on lines of their own). Either way: `code`, `needle`,
+/// nothing on stdout, no panic.
+pub fn expect_error(out: &Finished, code: i32, needle: &str) {
+    assert_eq!(out.code, Some(code), "exit code; stderr: {}", out.stderr);
+    if out.stderr.starts_with("error: ") {
+        assert_eq!(code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .trim_end()
+                .ends_with("For more information, try '--help'."),
+            "{:?}",
+            out.stderr
+        );
+    } else {
+        assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
+        assert!(out.stderr.starts_with("netprobe: "), "{:?}", out.stderr);
+    }
+    assert!(
+        out.stderr.contains(needle),
+        "{needle:?} not in {:?}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "stdout: {}", out.stdout);
+}
