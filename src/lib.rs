@@ -10,6 +10,7 @@
 //! - [`report`]: snapshots and one printer per format (table, JSON,
 //!   Prometheus, pcap);
 //! - [`filter`]: the rule language, its compiler and the BPF tables it fills;
+//! - [`capture`]: pcap and pcapng, read for `--replay` and written for `-w`;
 //! - [`kernel`] and [`skel`]: what the kernel offers and how to ask, and the
 //!   generated BPF skeletons;
 //! - [`error`] and [`console`]: the usage error and the one-line form of
@@ -17,6 +18,7 @@
 //!
 //! Data flows one way: the command line configures a probe, whose counters
 //! become a [`report::Snapshot`] that a printer shows.
+pub mod capture;
 pub mod check;
 pub mod cli;
 pub mod console;

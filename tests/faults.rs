@@ -17,34 +17,12 @@ use std::time::{Duration, Instant};
 use common::frames::udp4_frame;
 use common::netns::{has_xdp, send_frames, Netns, Pair};
 use common::process::{proto, verdict, Running, BIN};
+use common::TempDir;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A directory of the test's own, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(common::netns::unique("faults"));
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn rule_hits(json: &Value, rule: &str) -> u64 {
     json["rules"]
@@ -71,7 +49,7 @@ const RULE: &str = "udp and dst port 9";
 fn hup_storm_during_in_place_rewrites_never_lets_a_frame_through() {
     common::require_root();
     let net = Pair::addressed();
-    let dir = TempDir::new();
+    let dir = TempDir::new("faults");
     let file = dir.file("rules.txt", &format!("{RULE}\n"));
     let arrived_before = udp_arrived(&net);
     let mut np = Running::start(
@@ -146,7 +124,7 @@ fn hup_storm_during_in_place_rewrites_never_lets_a_frame_through() {
 fn emptying_the_rules_file_needs_none() {
     common::require_root();
     let net = Pair::addressed();
-    let dir = TempDir::new();
+    let dir = TempDir::new("faults");
     let file = dir.file("rules.txt", &format!("{RULE}\n"));
     let mut np = Running::start(
         Some(&net.b.name),
@@ -196,7 +174,7 @@ fn closed_pipe() -> OwnedFd {
 fn a_closed_stderr_loses_notes_not_the_run() {
     common::require_root();
     let net = Pair::addressed();
-    let dir = TempDir::new();
+    let dir = TempDir::new("faults");
     let file = dir.file("rules.txt", &format!("{RULE}\n"));
     let mut child = Command::new("ip")
         .args(["netns", "exec", &net.b.name, BIN, "xdp", &net.b_if])
@@ -333,7 +311,7 @@ fn a_capture_that_cannot_start_says_so() {
 fn a_full_disk_during_a_capture_keeps_whole_records() {
     common::require_root();
     let net = Pair::addressed();
-    let dir = TempDir::new();
+    let dir = TempDir::new("faults");
     let mnt = dir.0.join("small");
     fs::create_dir_all(&mnt).unwrap();
     let mounted = Command::new("mount")
@@ -442,7 +420,7 @@ fn a_deleted_interface_is_reported_as_gone() {
 fn a_fifo_rules_file_says_it_waits() {
     common::require_root();
     let net = Pair::addressed();
-    let dir = TempDir::new();
+    let dir = TempDir::new("faults");
     let fifo = dir.0.join("rules.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let mut child = Command::new("ip")

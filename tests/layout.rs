@@ -10,17 +10,21 @@ use std::path::{Path, PathBuf};
 /// shared layers and never each other (`check` reports what `kprobe` can
 /// load, so it sits above the hooks); nothing below a hook knows a hook.
 const HOOK: &[&str] = &[
-    "cli", "console", "error", "filter", "kernel", "report", "session", "skel",
+    "capture", "cli", "console", "error", "filter", "kernel", "report", "session", "skel",
 ];
 const LAYERS: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("console", &[]),
+    ("capture", &[]),
     ("skel", &[]),
     ("kernel", &["skel"]),
     ("filter", &["console", "error", "kernel", "skel"]),
     ("report", &["console", "filter", "kernel"]),
     ("cli", &["error"]),
-    ("session", &["cli", "console", "kernel", "report"]),
+    (
+        "session",
+        &["capture", "cli", "console", "kernel", "report"],
+    ),
     ("xdp", HOOK),
     ("sockfilter", HOOK),
     ("kprobe", HOOK),

@@ -172,8 +172,16 @@ static __always_inline void np_count_source(struct np_ctx *c, const struct np_pa
 	if (v) {
 		v->packets++;
 		v->bytes += len;
-	} else {
-		bpf_map_update_elem(&top_sources, &key, &one, BPF_NOEXIST);
+		return;
+	}
+	/* Another CPU may add the same source between the lookup and the
+	 * insert: then count in the entry it made. */
+	if (bpf_map_update_elem(&top_sources, &key, &one, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(&top_sources, &key);
+		if (v) {
+			v->packets++;
+			v->bytes += len;
+		}
 	}
 }
 

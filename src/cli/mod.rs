@@ -186,7 +186,8 @@ Examples:
   netprobe sockfilter -i eth0 --filter 'udp and dst port 53'
   netprobe sockfilter -i eth0 --filter 'tcp and port 443' -s 128 -w tls.pcap -c 1000
   netprobe sockfilter -i eth0 -w - | tcpdump -nr -
-  netprobe sockfilter --counts-only --json --interval 5s";
+  netprobe sockfilter --counts-only --json --interval 5s
+  netprobe sockfilter --replay capture.pcapng --filter 'tcp and port 443' -w tls.pcap";
 
 const XDP_AFTER_HELP: &str = "\
 Protocols: every frame counts in exactly one of ipv4, ipv6, arp, other and malformed; an IP \
@@ -209,7 +210,8 @@ Examples:
   netprobe xdp eth1 --drop 'udp and dst port 9' --drop 'src net 203.0.113.0/24' --for 10m
   netprobe xdp eth1 --rules-file blocklist.txt --dry-run     (kill -HUP re-reads the file)
   netprobe xdp eth1 --redirect eth2 --match 'tcp and dst port 80'
-  netprobe xdp eth1 --reply icmp --top 10";
+  netprobe xdp eth1 --reply icmp --top 10
+  netprobe xdp --replay yesterday.pcap --rules-file blocklist.txt --write-passed left.pcap";
 
 /// Flags every hook shares: how often and how long, and in which format.
 #[derive(Debug, Args)]
@@ -242,9 +244,24 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct XdpArgs {
-    /// Interface to attach to (in netprobe's network namespace)
-    #[arg(value_name = "IFACE")]
-    pub iface: String,
+    /// Interface to attach to (in netprobe's network namespace); with --replay, only
+    /// the interface whose addresses --reply answers for
+    #[arg(value_name = "IFACE", required_unless_present = "replay")]
+    pub iface: Option<String>,
+
+    /// Run the program over the frames of FILE (pcap or pcapng; - for stdin) instead
+    /// of attaching it: what these rules and actions would have done to that traffic
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["mode", "replace", "cost", "for_duration"])]
+    pub replay: Option<PathBuf>,
+
+    /// With --replay: write the frames the program let through (passed, sent back or
+    /// redirected), as it left them, to FILE (pcapng if it ends in .pcapng, else pcap)
+    #[arg(long, value_name = "FILE", requires = "replay")]
+    pub write_passed: Option<PathBuf>,
+
+    /// With --replay: write the frames the program dropped to FILE
+    #[arg(long, value_name = "FILE", requires = "replay")]
+    pub write_dropped: Option<PathBuf>,
 
     /// native: in the driver (fails if it lacks XDP); skb: generic XDP, works everywhere;
     /// auto: native if possible, else skb
@@ -304,6 +321,11 @@ pub struct SockfilterArgs {
     /// Capture on IFACE only (default: every interface, both directions)
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub iface: Option<String>,
+
+    /// Run the filter over the frames of FILE (pcap or pcapng; - for stdin) instead
+    /// of a live socket
+    #[arg(long, value_name = "FILE", conflicts_with = "iface")]
+    pub replay: Option<PathBuf>,
 
     /// Deliver only frames matching RULE (repeatable: frames matching any);
     /// default: every frame

@@ -11,3 +11,4 @@ pub mod netlink;
 pub mod packet_socket;
 pub mod privilege;
 pub mod symbols;
+pub mod test_run;

@@ -1,10 +1,9 @@
 //! Reporting: every hook fills the same [`Snapshot`], and one printer per
 //! format shows it: a live table for people ([`table`]), JSON lines for
-//! scripts ([`json`]), a Prometheus exposition ([`prometheus`]); captured
-//! frames go to pcap ([`pcap`]) or become one line each ([`decode`]).
+//! scripts ([`json`]), a Prometheus exposition ([`prometheus`]); a captured
+//! frame becomes one line ([`decode`]).
 pub mod decode;
 pub mod json;
-pub mod pcap;
 pub mod prometheus;
 pub mod snapshot;
 pub mod table;

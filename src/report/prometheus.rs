@@ -230,6 +230,8 @@ pub fn encode(s: &Snapshot) -> Result<String> {
     let (hook, iface, mode, backend) = match &s.source {
         Source::Xdp { iface, mode } => ("xdp", iface.as_str(), *mode, ""),
         Source::Sockfilter { iface } => ("sockfilter", iface.as_str(), "", ""),
+        Source::XdpReplay { replay } => ("xdp", replay.as_str(), "replay", ""),
+        Source::SockfilterReplay { replay } => ("sockfilter", replay.as_str(), "replay", ""),
         Source::Kprobe { backend } => ("kprobe", "", "", *backend),
     };
     let info = IntGaugeVec::new(

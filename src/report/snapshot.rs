@@ -15,9 +15,26 @@ use crate::kernel::counters::{Counter, Stats, PROTOCOLS};
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "hook", rename_all = "lowercase")]
 pub enum Source {
-    Xdp { iface: String, mode: &'static str },
-    Sockfilter { iface: String },
-    Kprobe { backend: &'static str },
+    Xdp {
+        iface: String,
+        mode: &'static str,
+    },
+    /// `netprobe xdp --replay FILE`.
+    #[serde(rename = "xdp")]
+    XdpReplay {
+        replay: String,
+    },
+    Sockfilter {
+        iface: String,
+    },
+    /// `netprobe sockfilter --replay FILE`.
+    #[serde(rename = "sockfilter")]
+    SockfilterReplay {
+        replay: String,
+    },
+    Kprobe {
+        backend: &'static str,
+    },
 }
 
 impl Source {
@@ -25,6 +42,8 @@ impl Source {
         match self {
             Source::Xdp { iface, mode } => format!("netprobe xdp {iface} ({mode} mode)"),
             Source::Sockfilter { iface } => format!("netprobe sockfilter on {iface}"),
+            Source::XdpReplay { replay } => format!("netprobe xdp --replay {replay}"),
+            Source::SockfilterReplay { replay } => format!("netprobe sockfilter --replay {replay}"),
             Source::Kprobe { backend } => format!("netprobe kprobe ({backend} backend)"),
         }
     }

@@ -3,10 +3,11 @@
 //! summary, so that it includes every packet the program saw.
 use std::io::{self, IsTerminal};
 use std::os::fd::BorrowedFd;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Result};
 
+pub mod replay;
 pub mod runloop;
 
 use runloop::{RunLoop, Wake};
@@ -80,6 +81,21 @@ impl Reporting {
     }
 }
 
+impl Reporting {
+    /// The printer for the chosen format and stream.
+    pub fn printer(&self) -> Box<dyn report::Printer> {
+        if self.to_stderr {
+            let stderr = io::stderr();
+            let terminal = stderr.is_terminal();
+            report::printer(self.json, Box::new(stderr), terminal)
+        } else {
+            let stdout = io::stdout();
+            let terminal = stdout.is_terminal();
+            report::printer(self.json, Box::new(stdout), terminal)
+        }
+    }
+}
+
 /// Runs `probe` until Ctrl-C, SIGTERM, SIGHUP (unless the probe reloads on
 /// it), `stop_after` or the probe's own end, printing as `reporting` says.
 pub fn run(
@@ -88,15 +104,7 @@ pub fn run(
     reporting: Reporting,
     stop_after: Option<Duration>,
 ) -> Result<()> {
-    let mut printer = if reporting.to_stderr {
-        let stderr = io::stderr();
-        let terminal = stderr.is_terminal();
-        report::printer(reporting.json, Box::new(stderr), terminal)
-    } else {
-        let stdout = io::stdout();
-        let terminal = stdout.is_terminal();
-        report::printer(reporting.json, Box::new(stdout), terminal)
-    };
+    let mut printer = reporting.printer();
     runloop.start(stop_after);
     if let Some(exporter) = &reporting.exporter {
         // Scrapes before the first tick see zeros, not an empty page.
@@ -163,6 +171,16 @@ pub fn run(
         other => other?,
     }
     lost.map_or(Ok(()), |why| Err(anyhow!(why)))
+}
+
+/// When a snapshot is taken, on the run's clock (the wall clock live, the
+/// capture's in a replay).
+pub struct Moment {
+    pub source: report::Source,
+    pub time: SystemTime,
+    pub interval: Duration,
+    pub elapsed: Duration,
+    pub is_final: bool,
 }
 
 /// Seconds as f64, never zero, for rate division.

@@ -2,36 +2,33 @@
 //! program counts every frame and decides what reaches user space; user
 //! space reads the ring and prints, writes pcap, or only counts.
 use std::collections::HashMap;
-use std::io::{self, BufWriter};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 
+mod loaded;
 pub mod program;
+mod replay;
 mod sink;
 
+use loaded::{Delivery, Loaded};
 pub use program::{load, read_stats, rule_tables, LoadOptions};
-use program::{FILTERED, PASSED};
-use sink::{open_output, Sink};
+use sink::{Delivered, Sink};
 
 use crate::cli::SockfilterArgs;
 use crate::console;
-use crate::filter::tables::{Capacity, RuleState};
-use crate::filter::{self, Action, Rule};
 use crate::kernel::counters::Stats;
 use crate::kernel::netdev;
 use crate::kernel::packet_socket::{PacketSocket, SocketStats};
 use crate::kernel::privilege;
-use crate::report::{self, CaptureCounts, Snapshot, Source};
+use crate::report::{Snapshot, Source};
 use crate::session::runloop::RunLoop;
-use crate::session::{self, secs, Probe, Reporting};
-use crate::skel::sockfilter::SockfilterSkel;
+use crate::session::{self, Moment, Probe, Reporting};
 
 struct SockProbe<'obj> {
-    skel: SockfilterSkel<'obj>,
+    loaded: Loaded<'obj>,
     socket: Option<PacketSocket>,
     label: String,
     names: HashMap<i32, String>,
@@ -41,8 +38,6 @@ struct SockProbe<'obj> {
     /// A write failed: nothing more is captured.
     failed: bool,
     limit: Option<u64>,
-    rules: Vec<Rule>,
-    rule_state: Option<RuleState>,
     socket_stats: SocketStats,
     attached_at: Instant,
     last: (Instant, Stats),
@@ -69,7 +64,13 @@ impl SockProbe<'_> {
             let iface = names
                 .entry(frame.ifindex)
                 .or_insert_with(|| netdev::interface_name(frame.ifindex));
-            if let Err(e) = sink.write(frame, iface) {
+            let delivered = Delivered {
+                time: Duration::new(u64::from(frame.sec), frame.nsec),
+                len: frame.len,
+                data: frame.data,
+                seen_at: Some((iface, if frame.outgoing { "Out" } else { "In" })),
+            };
+            if let Err(e) = sink.write(&delivered) {
                 failure = Some(e);
                 return false;
             }
@@ -94,7 +95,6 @@ impl SockProbe<'_> {
 impl Probe for SockProbe<'_> {
     fn snapshot(&mut self, is_final: bool) -> Result<Snapshot> {
         let now = Instant::now();
-        let stats = read_stats(&self.skel)?;
         if let Some(socket) = self.socket.as_mut() {
             self.socket_stats = socket.stats()?;
         }
@@ -103,45 +103,23 @@ impl Probe for SockProbe<'_> {
         } else {
             self.last
         };
-        let interval = now - since;
-        self.last = (now, stats);
-        let rules = match &self.rule_state {
-            Some(state) => Some(report::rule_hits(
-                &self.rules,
-                state.hits(&rule_tables(&self.skel))?,
-            )),
-            None => None,
-        };
-        let verdicts = stats.verdicts();
-        let seen = verdicts.iter().map(|c| c.packets).sum();
-        Ok(Snapshot {
+        let at = Moment {
             source: Source::Sockfilter {
                 iface: self.label.clone(),
             },
             time: SystemTime::now(),
-            interval,
+            interval: now - since,
             elapsed: now - self.attached_at,
-            protocols: Some(report::protocol_rates(&stats, &before, secs(interval))),
-            verdicts: None,
-            functions: None,
-            events_lost: None,
-            capture: Some(CaptureCounts {
-                seen,
-                matched: verdicts[PASSED].packets,
-                delivered: self.socket_stats.received - self.socket_stats.dropped,
-                socket_drops: self.socket_stats.dropped,
-                captured: self.captured,
-            }),
-            rules,
-            top_sources: None,
-            cost_ns_per_packet: None,
             is_final,
-            by_protocol_verdict: Some(stats.named_protocol_verdicts(|v| match v {
-                PASSED => Some("matched"),
-                FILTERED => Some("filtered"),
-                _ => None,
-            })),
-        })
+        };
+        let delivery = Delivery {
+            delivered: self.socket_stats.received - self.socket_stats.dropped,
+            socket_drops: self.socket_stats.dropped,
+            captured: self.captured,
+        };
+        let (snapshot, stats) = self.loaded.snapshot(at, &before, delivery)?;
+        self.last = (now, stats);
+        Ok(snapshot)
     }
 
     fn detach(&mut self) {
@@ -170,9 +148,11 @@ impl Probe for SockProbe<'_> {
 }
 
 pub fn run(args: &SockfilterArgs) -> Result<()> {
+    if let Some(file) = &args.replay {
+        return replay::run(args, file);
+    }
     // Everything the user gave is checked before anything is opened.
-    let rules = filter::parse_args(&args.filter, Action::Capture)?;
-    let compiled = filter::compile_args(&rules)?;
+    let rules = Loaded::rules(args)?;
     privilege::require("netprobe sockfilter", &privilege::SOCKFILTER)?;
     let ifindex = args
         .iface
@@ -180,52 +160,21 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
         .map(netdev::ifindex)
         .transpose()?
         .unwrap_or(0);
-    let to_stdout = args.write.as_deref() == Some(Path::new("-"));
-    let sink = match (&args.write, args.counts_only, args.output.json) {
-        (Some(path), _, _) => Sink::Pcap(open_output(path, args.snaplen)?),
-        (None, true, _) => Sink::Discard,
-        (None, false, true) => Sink::Json(BufWriter::new(io::stdout())),
-        (None, false, false) => Sink::Lines(BufWriter::new(io::stdout())),
-    };
-    // Frames on stdout: counters only at the end, on stderr, unless they are
-    // JSON lines that mix with packet events by design.
-    let packet_lines = matches!(sink, Sink::Lines(_));
+    let (sink, counters_to_stderr) = loaded::sink(args)?;
     // Signals are blocked before any thread starts, so every thread inherits it.
     let mut runloop = RunLoop::new(args.output.interval)?;
-    let reporting = Reporting::new(
-        &args.output,
-        !to_stdout && !packet_lines,
-        to_stdout || packet_lines,
-    )?;
-
-    let capacity = Capacity::for_rules(&rules, &compiled, false);
-    let opts = LoadOptions {
-        rules: (!rules.is_empty()).then_some(capacity),
-        counts_only: args.counts_only,
-        snaplen: args.snaplen,
-    };
+    let reporting = Reporting::new(&args.output, !counters_to_stderr, counters_to_stderr)?;
     let mut storage = MaybeUninit::uninit();
-    let skel = load(&mut storage, &opts)?;
-    let rule_state = if rules.is_empty() {
-        None
-    } else {
-        let mut state = RuleState::new(capacity);
-        state.install(&rule_tables(&skel), &rules, &compiled)?;
-        Some(state)
-    };
-    let socket = PacketSocket::open(ifindex, skel.progs.sockfilter_netprobe.as_fd())?;
+    let loaded = Loaded::load(&mut storage, args, rules)?;
+    let socket = PacketSocket::open(ifindex, loaded.skel.progs.sockfilter_netprobe.as_fd())?;
     let label = args.iface.clone().unwrap_or_else(|| "all".into());
-    let what = match (args.counts_only, rules.len()) {
-        (true, _) => "counting only".to_string(),
-        (false, 0) => "every frame".to_string(),
-        (false, n) => console::count(n as u64, "filter rule"),
-    };
     console::note(format!(
-        "socket filter attached on {label} ({what}); Ctrl-C to stop"
+        "socket filter attached on {label} ({}); Ctrl-C to stop",
+        filtering(args, loaded.rules.len())
     ));
     let attached_at = Instant::now();
     let mut probe = SockProbe {
-        skel,
+        loaded,
         socket: Some(socket),
         label,
         names: HashMap::new(),
@@ -233,11 +182,18 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
         captured: 0,
         failed: false,
         limit: args.count,
-        rules,
-        rule_state,
         socket_stats: SocketStats::default(),
         attached_at,
         last: (attached_at, Stats::default()),
     };
     session::run(&mut probe, &mut runloop, reporting, args.output.duration)
+}
+
+/// `counting only`, `every frame`, `2 filter rules`.
+fn filtering(args: &SockfilterArgs, rules: usize) -> String {
+    match (args.counts_only, rules) {
+        (true, _) => "counting only".to_string(),
+        (false, 0) => "every frame".to_string(),
+        (false, n) => console::count(n as u64, "filter rule"),
+    }
 }

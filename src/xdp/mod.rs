@@ -10,28 +10,25 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
-use libbpf_rs::{MapCore, MapFlags};
 
+mod loaded;
 pub mod program;
+mod replay;
 mod rule_sources;
 
-use program::top_sources;
+use loaded::{Loaded, Setup};
 pub use program::{addr_key, load, program, read_stats, rule_tables, LoadOptions};
-use rule_sources::RuleSources;
 
 use crate::cli::{XdpArgs, XdpModeArg};
 use crate::console;
-use crate::error::{one_line, UsageError};
-use crate::filter::tables::{Capacity, RuleState};
-use crate::filter::{self, Action, Rule};
+use crate::error::one_line;
 use crate::kernel::bpf_stats::{RunTimeStats, RunTotals};
-use crate::kernel::counters::{Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
+use crate::kernel::counters::Stats;
 use crate::kernel::netdev::{self, XdpMode};
 use crate::kernel::privilege;
-use crate::report::{self, Named, RuleHits, Snapshot, Source};
+use crate::report::{Snapshot, Source};
 use crate::session::runloop::RunLoop;
-use crate::session::{self, secs, Probe};
-use crate::skel::xdp::XdpSkel;
+use crate::session::{self, Moment, Probe};
 
 /// `--for`: detaches the link at the deadline from a thread of its own, so
 /// that it happens even when the main loop is stuck (a frozen terminal).
@@ -49,7 +46,7 @@ fn start_watchdog(link: &OwnedFd, after: Duration) -> Result<Arc<AtomicBool>> {
 }
 
 struct XdpProbe<'obj> {
-    skel: XdpSkel<'obj>,
+    loaded: Loaded<'obj>,
     link: Option<OwnedFd>,
     iface: String,
     ifindex: u32,
@@ -57,48 +54,14 @@ struct XdpProbe<'obj> {
     cost: Option<RunTimeStats>,
     attached_at: Instant,
     last: (Instant, Stats, RunTotals),
-    sources: RuleSources,
-    rules: Vec<Rule>,
-    rule_state: Option<RuleState>,
-    dry_run: bool,
-    top: Option<usize>,
     watchdog: Option<Arc<AtomicBool>>,
-}
-
-impl XdpProbe<'_> {
-    fn rule_hits(&self) -> Result<Option<Vec<RuleHits>>> {
-        let Some(state) = &self.rule_state else {
-            return Ok(None);
-        };
-        let mut hits = report::rule_hits(&self.rules, state.hits(&rule_tables(&self.skel))?);
-        if self.dry_run {
-            // The drop rules only counted.
-            for h in hits
-                .iter_mut()
-                .filter(|h| h.action == Action::Drop.as_str())
-            {
-                h.action = "would_drop";
-            }
-        }
-        Ok(Some(hits))
-    }
-
-    fn reload(&mut self) -> Result<usize> {
-        let rules = self.sources.all()?;
-        let compiled = filter::compile_args(&rules)?;
-        let state = self.rule_state.as_mut().context("no rules loaded")?;
-        state.install(&rule_tables(&self.skel), &rules, &compiled)?;
-        self.rules = rules;
-        Ok(self.rules.len())
-    }
 }
 
 impl Probe for XdpProbe<'_> {
     fn snapshot(&mut self, is_final: bool) -> Result<Snapshot> {
         let now = Instant::now();
-        let stats = read_stats(&self.skel)?;
         let run = match &self.cost {
-            Some(c) => c.read(program(&self.skel).as_fd())?,
+            Some(c) => c.read(program(&self.loaded.skel).as_fd())?,
             None => RunTotals::default(),
         };
         let (since, before, run_before) = if is_final {
@@ -106,32 +69,20 @@ impl Probe for XdpProbe<'_> {
         } else {
             self.last
         };
-        let interval = now - since;
-        self.last = (now, stats, run);
-        let protocols = report::protocol_rates(&stats, &before, secs(interval));
-        let verdict_totals = stats.verdicts();
-        let verdicts = VERDICT_DISPLAY_ORDER
-            .iter()
-            .map(|&i| (VERDICT_NAMES[i], verdict_totals[i]));
-        Ok(Snapshot {
+        let at = Moment {
             source: Source::Xdp {
                 iface: self.iface.clone(),
                 mode: self.mode.as_str(),
             },
             time: SystemTime::now(),
-            interval,
+            interval: now - since,
             elapsed: now - self.attached_at,
-            protocols: Some(protocols),
-            verdicts: Some(Named::new(verdicts)),
-            functions: None,
-            events_lost: None,
-            capture: None,
-            rules: self.rule_hits()?,
-            top_sources: self.top.map(|n| top_sources(&self.skel, n)).transpose()?,
-            cost_ns_per_packet: self.cost.as_ref().map(|_| run.ns_per_run_since(run_before)),
             is_final,
-            by_protocol_verdict: Some(stats.named_protocol_verdicts(|v| Some(VERDICT_NAMES[v]))),
-        })
+        };
+        let (mut snapshot, stats) = self.loaded.snapshot(at, &before)?;
+        snapshot.cost_ns_per_packet = self.cost.as_ref().map(|_| run.ns_per_run_since(run_before));
+        self.last = (now, stats, run);
+        Ok(snapshot)
     }
 
     fn detach(&mut self) {
@@ -169,10 +120,10 @@ impl Probe for XdpProbe<'_> {
     }
 
     fn hangup(&mut self) -> bool {
-        if self.sources.file.is_none() {
+        if self.loaded.sources.file.is_none() {
             return false;
         }
-        match self.reload() {
+        match self.loaded.reload() {
             Ok(n) => console::note(format!(
                 "SIGHUP: {} in force",
                 console::count(n as u64, "rule")
@@ -189,17 +140,16 @@ impl Probe for XdpProbe<'_> {
 /// What a veth does to frames native-mode XDP sends back or redirects into
 /// one: the veth that receives them drops them unless it runs an XDP
 /// program of its own (it needs NAPI). Skb mode has no such limit.
-fn veth_warnings(args: &XdpArgs, mode: XdpMode) -> Vec<String> {
+fn veth_warnings(args: &XdpArgs, iface: &str, mode: XdpMode) -> Vec<String> {
     let is_veth = |iface: &str| netdev::driver(iface).is_some_and(|d| d == "veth");
     let mut out = Vec::new();
     if mode != XdpMode::Native {
         return out;
     }
-    if args.reply.is_some() && is_veth(&args.iface) {
+    if args.reply.is_some() && is_veth(iface) {
         out.push(format!(
-            "{} is a veth in native mode: the echo replies go to its peer, which drops them \
-             unless it runs an XDP program of its own; use --mode skb, or attach one to the peer",
-            args.iface
+            "{iface} is a veth in native mode: the echo replies go to its peer, which drops them \
+             unless it runs an XDP program of its own; use --mode skb, or attach one to the peer"
         ));
     }
     if let Some(target) = args.redirect.as_deref().filter(|t| is_veth(t)) {
@@ -213,92 +163,39 @@ fn veth_warnings(args: &XdpArgs, mode: XdpMode) -> Vec<String> {
 }
 
 pub fn run(args: &XdpArgs) -> Result<()> {
+    if let Some(file) = &args.replay {
+        return replay::run(args, file);
+    }
+    let iface = args.iface.as_deref().context("no interface given")?;
     // Everything the user gave is checked before anything is loaded.
-    let sources = RuleSources::parse(args)?;
-    let rules = sources.all()?;
-    let compiled = filter::compile_args(&rules)?;
+    let setup = Setup::check(args, Some(iface))?;
     if args.cost {
         privilege::require("netprobe xdp --cost", &privilege::XDP_COST)?;
     } else {
         privilege::require("netprobe xdp", &privilege::XDP)?;
     }
-    let ifindex = netdev::ifindex(&args.iface)?;
-    let redirect_ifindex = args.redirect.as_deref().map(netdev::ifindex).transpose()?;
-    let reply_addrs = match args.reply {
-        Some(_) => {
-            let addrs = netdev::interface_addrs(&args.iface)?;
-            if addrs.is_empty() {
-                return Err(UsageError(format!(
-                    "--reply icmp: {} has no IPv4 or IPv6 address to answer for",
-                    args.iface
-                ))
-                .into());
-            }
-            addrs
-        }
-        None => Vec::new(),
-    };
-    if args.dry_run && sources.drop.is_empty() && sources.file.is_none() {
-        return Err(
-            UsageError("--dry-run needs drop rules (--drop or --rules-file)".into()).into(),
-        );
-    }
+    let ifindex = netdev::ifindex(iface)?;
     let existing = netdev::attached_program(ifindex)?;
     if let (Some(prog), false) = (&existing, args.replace) {
-        bail!(
-            "interface {} already has an XDP program: {prog}; use --replace to replace it",
-            args.iface
-        );
+        bail!("interface {iface} already has an XDP program: {prog}; use --replace to replace it");
     }
 
     // Signals are blocked before any thread starts, so every thread inherits it.
     let mut runloop = RunLoop::new(args.output.interval)?;
     let reporting = session::Reporting::new(&args.output, true, false)?;
-    let has_rules = !rules.is_empty() || sources.file.is_some();
-    let capacity = Capacity::for_rules(&rules, &compiled, sources.file.is_some());
-    let opts = LoadOptions {
-        rules: has_rules.then_some(capacity),
-        dry_run: args.dry_run,
-        reply_icmp: args.reply.is_some(),
-        count_sources: args.top.is_some(),
-    };
     let mut storage = MaybeUninit::uninit();
-    let skel = load(&mut storage, &opts)?;
-    let rule_state = if has_rules {
-        let mut state = RuleState::new(capacity);
-        state.install(&rule_tables(&skel), &rules, &compiled)?;
-        Some(state)
-    } else {
-        None
-    };
-    if let Some(target) = redirect_ifindex {
-        skel.maps
-            .redirect_port
-            .update(&0u32.to_ne_bytes(), &target.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| {
-                format!(
-                    "--redirect: {} cannot take redirected frames",
-                    args.redirect.as_deref().unwrap_or("")
-                )
-            })?;
-    }
-    for ip in &reply_addrs {
-        skel.maps
-            .reply_addrs
-            .update(&addr_key(*ip), &[1], MapFlags::ANY)
-            .context("writing --reply addresses")?;
-    }
+    let loaded = Loaded::load(&mut storage, args, setup)?;
     let cost = args.cost.then(RunTimeStats::enable).transpose()?;
 
     if let Some(prog) = &existing {
         netdev::detach(ifindex, prog)
-            .with_context(|| format!("replacing the XDP program on {}", args.iface))?;
-        console::note(format!("detached XDP program {prog} from {}", args.iface));
+            .with_context(|| format!("replacing the XDP program on {iface}"))?;
+        console::note(format!("detached XDP program {prog} from {iface}"));
     }
     let (link, mode, fallback) = netdev::attach_xdp(
-        program(&skel).as_fd(),
+        program(&loaded.skel).as_fd(),
         ifindex,
-        &args.iface,
+        iface,
         match args.mode {
             XdpModeArg::Native => Some(XdpMode::Native),
             XdpModeArg::Skb => Some(XdpMode::Skb),
@@ -309,39 +206,26 @@ pub fn run(args: &XdpArgs) -> Result<()> {
         .for_duration
         .map(|d| start_watchdog(&link, d))
         .transpose()?;
-    for warning in veth_warnings(args, mode) {
+    for warning in veth_warnings(args, iface, mode) {
         console::note(warning);
     }
     if let Some(why) = fallback {
-        console::note(format!("{why} on {}; using skb mode", args.iface));
+        console::note(format!("{why} on {iface}; using skb mode"));
     }
-    let what = match (rules.len(), args.dry_run) {
-        (0, _) => String::new(),
-        (n, false) => format!(" with {}", console::count(n as u64, "rule")),
-        (n, true) => format!(
-            " with {} (dry run: nothing is dropped)",
-            console::count(n as u64, "rule")
-        ),
-    };
     console::note(format!(
-        "attached to {} in {mode} mode{what}; Ctrl-C to stop",
-        args.iface
+        "attached to {iface} in {mode} mode{}; Ctrl-C to stop",
+        rules_note(loaded.rules.len(), args.dry_run)
     ));
     let attached_at = Instant::now();
     let mut probe = XdpProbe {
-        skel,
+        loaded,
         link: Some(link),
-        iface: args.iface.clone(),
+        iface: iface.to_string(),
         ifindex,
         mode,
         cost,
         attached_at,
         last: (attached_at, Stats::default(), RunTotals::default()),
-        sources,
-        rules,
-        rule_state,
-        dry_run: args.dry_run,
-        top: args.top.map(|n| n as usize),
         watchdog,
     };
     let stop_after = match (args.output.duration, args.for_duration) {
@@ -352,11 +236,22 @@ pub fn run(args: &XdpArgs) -> Result<()> {
     if let Some(d) = args.for_duration {
         if probe.attached_at.elapsed() >= d {
             console::note(format!(
-                "detached from {} after --for {}",
-                args.iface,
+                "detached from {iface} after --for {}",
                 humantime::format_duration(d)
             ));
         }
     }
     result
+}
+
+/// ` with 3 rules`, and whether they only count.
+fn rules_note(rules: usize, dry_run: bool) -> String {
+    match (rules, dry_run) {
+        (0, _) => String::new(),
+        (n, false) => format!(" with {}", console::count(n as u64, "rule")),
+        (n, true) => format!(
+            " with {} (dry run: nothing is dropped)",
+            console::count(n as u64, "rule")
+        ),
+    }
 }
