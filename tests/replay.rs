@@ -91,7 +91,8 @@ fn a_live_run_and_its_replay_agree() {
     common::require_root();
     let net = Pair::quiet();
     let dir = TempDir::new("replay");
-    let capture = dir.path("live.pcap");
+    // Written live as pcapng (by its name), read back by the replays.
+    let capture = dir.path("live.pcapng");
     let rules = ["--drop", "udp and dst port 9", "--drop", "tcp", "--dry-run"];
     let mut xdp_args = vec!["xdp", &net.b_if, "--json", "--top", "3"];
     xdp_args.extend(rules);
@@ -480,4 +481,31 @@ fn bad_captures_are_one_line() {
         &["sockfilter", "--replay", &cut, "-i", "lo"],
     );
     common::process::expect_error(&out, 2, "cannot be used with");
+}
+
+/// A big-endian pcap with microsecond time stamps (as written on a
+/// big-endian machine) replays like any other.
+#[test]
+fn a_big_endian_pcap_replays() {
+    common::require_root();
+    let dir = TempDir::new("replay");
+    let file = dir.path("be.pcap");
+    let mut bytes = vec![0xa1, 0xb2, 0xc3, 0xd4, 0, 2, 0, 4];
+    bytes.extend([0u8; 8]);
+    bytes.extend(65535u32.to_be_bytes());
+    bytes.extend(1u32.to_be_bytes());
+    let frames = [udp4_frame(9, 18), tcp4_frame(80, 0), udp4_frame(9, 18)];
+    for (i, f) in frames.iter().enumerate() {
+        bytes.extend((1_700_000_000 + i as u32).to_be_bytes());
+        bytes.extend(250_000u32.to_be_bytes());
+        bytes.extend((f.len() as u32).to_be_bytes());
+        bytes.extend((f.len() as u32).to_be_bytes());
+        bytes.extend(f);
+    }
+    fs::write(&file, &bytes).unwrap();
+    let v = final_json(&run(None, &["xdp", "--replay", &file, "--json"]));
+    assert_eq!(v["protocols"]["udp"]["packets"], 2);
+    assert_eq!(v["protocols"]["tcp"]["packets"], 1);
+    assert_eq!(v["elapsed_s"], 2.0);
+    assert_eq!(v["time"], "2023-11-14T22:13:22.250Z");
 }
