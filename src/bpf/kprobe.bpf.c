@@ -24,6 +24,11 @@ const volatile bool want_latency = false;
 const volatile __u32 filter_pid = 0;  /* 0: any */
 const volatile __u32 filter_uid = -1; /* -1: any */
 const volatile __u16 filter_port = 0; /* 0: any */
+/* Events wake the reader only once this many bytes wait in the ring: below
+ * that, user space drains the ring on a short timer, and the traced program
+ * does not pay for a wake-up (and the context switches after it) on every
+ * event. Set to half the ring, so a burst still wakes the reader in time. */
+const volatile __u64 wakeup_bytes = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -146,7 +151,9 @@ static __always_inline void np_emit_connect(struct sock *sk, long ret, bool has_
 	ev->has_ret = has_ret;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	np_fill_from_sock(ev, sk);
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+				       ? BPF_RB_FORCE_WAKEUP
+				       : BPF_RB_NO_WAKEUP);
 	if (st)
 		st->events++;
 }

@@ -154,6 +154,13 @@ pub struct KprobeArgs {
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
 
+    /// Print events at most D after they happen: events do not wake netprobe one by
+    /// one (which would cost the traced program a context switch each), the ring is
+    /// drained every D, or sooner when it is half full
+    #[arg(long, value_name = "D", default_value = "100ms", value_parser = parse_interval,
+          allow_hyphen_values = true)]
+    pub event_delay: Duration,
+
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -1,7 +1,7 @@
 //! Mirrors of `src/bpf/kprobe.bpf.c`'s per-function counters and connect
 //! events, and how an event is shown: a tcpconnect-style line or JSON.
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -103,10 +103,13 @@ impl ConnectEvent {
         String::from_utf8_lossy(&self.comm[..len]).into_owned()
     }
 
-    pub fn json(&self) -> ConnectJson {
+    /// The event as JSON; `boot` is the wall time the monotonic clock
+    /// (bpf_ktime_get_ns) counts from.
+    pub fn json(&self, boot: SystemTime) -> ConnectJson {
         ConnectJson {
             event: "connect",
-            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_micros(boot + Duration::from_nanos(self.ts_ns))
+                .to_string(),
             pid: self.pid,
             tid: self.tid,
             comm: self.comm(),

@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
@@ -52,6 +52,20 @@ struct KprobeProbe<'obj> {
     last: (Instant, Vec<u64>),
 }
 
+/// The wall time the monotonic clock (bpf_ktime_get_ns) counts from.
+fn boot_time() -> SystemTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    SystemTime::now()
+        .checked_sub(since_boot)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 impl KprobeProbe<'_> {
     fn read(&self, t: &Traced<'_>) -> Result<(FuncStats, Option<Named<u64>>)> {
         let stats: FuncStats = read_percpu(&t.skel.maps.func_stats)?;
@@ -79,10 +93,13 @@ impl KprobeProbe<'_> {
     }
 
     fn print_events(&mut self) -> io::Result<()> {
-        let events: Vec<ConnectEvent> = self.pending.borrow_mut().drain(..).collect();
+        let mut events: Vec<ConnectEvent> = self.pending.borrow_mut().drain(..).collect();
+        // One ring per function: in time order across them.
+        events.sort_by_key(|e| e.ts_ns);
+        let boot = boot_time();
         for ev in events {
             if self.json {
-                serde_json::to_writer(&mut self.out, &ev.json())?;
+                serde_json::to_writer(&mut self.out, &ev.json(boot))?;
                 self.out.write_all(b"\n")?;
             } else {
                 if !self.header_printed {
@@ -147,11 +164,11 @@ impl Probe for KprobeProbe<'_> {
     }
 
     fn detach(&mut self) {
-        // Events already in the ring buffer are printed before the links go.
-        let _ = self.on_readable();
+        // No new events once the links are gone; then those in the rings.
         for t in &mut self.traced {
             t.links.clear();
         }
+        let _ = self.on_readable();
     }
 
     fn lost(&self) -> Option<String> {
@@ -235,6 +252,9 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         }
         Some(builder.build().context("setting up the ring buffer")?)
     };
+    if ring.is_some() {
+        runloop.drain_every(args.event_delay);
+    }
     console::note(format!(
         "{} backend attached to {}; Ctrl-C to stop",
         backend,

@@ -13,7 +13,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 pub enum Wake {
     /// The interval elapsed: poll and print.
     Tick,
-    /// An extra fd given to [`RunLoop::wait_with`] is readable.
+    /// An extra fd given to [`RunLoop::wait_with`] is readable, or the
+    /// drain period set with [`RunLoop::drain_every`] has passed.
     Readable,
     /// SIGHUP: reload what can be reloaded.
     Hangup,
@@ -26,6 +27,8 @@ pub struct RunLoop {
     interval: Duration,
     next_tick: Instant,
     deadline: Option<Instant>,
+    /// How often to wake as if the extra fd were readable, and when next.
+    drain: Option<(Duration, Instant)>,
 }
 
 impl RunLoop {
@@ -47,6 +50,7 @@ impl RunLoop {
             interval,
             next_tick: Instant::now() + interval,
             deadline: None,
+            drain: None,
         })
     }
 
@@ -55,6 +59,12 @@ impl RunLoop {
         let now = Instant::now();
         self.next_tick = now + self.interval;
         self.deadline = duration.map(|d| now + d);
+    }
+
+    /// Also wakes with [`Wake::Readable`] every `every`: for a reader that
+    /// is not woken for every event and drains on a timer instead.
+    pub fn drain_every(&mut self, every: Duration) {
+        self.drain = Some((every, Instant::now() + every));
     }
 
     pub fn wait(&mut self) -> Result<Wake> {
@@ -82,9 +92,16 @@ impl RunLoop {
                 }
                 return Ok(Wake::Tick);
             }
-            let until = self
-                .deadline
-                .map_or(self.next_tick, |d| d.min(self.next_tick));
+            if let Some((every, at)) = &mut self.drain {
+                if now >= *at {
+                    *at = now + *every;
+                    return Ok(Wake::Readable);
+                }
+            }
+            let until = [self.deadline, self.drain.map(|(_, at)| at)]
+                .into_iter()
+                .flatten()
+                .fold(self.next_tick, Instant::min);
             let timeout_ms = until
                 .saturating_duration_since(now)
                 .as_millis()
