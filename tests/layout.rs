@@ -15,7 +15,7 @@ const HOOK: &[&str] = &[
 const LAYERS: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("console", &[]),
-    ("capture", &[]),
+    ("capture", &["console"]),
     ("skel", &[]),
     ("kernel", &["skel"]),
     ("filter", &["console", "error", "kernel", "skel"]),

@@ -123,6 +123,33 @@ fn each_command_needs_exactly_its_capabilities() {
         &["CAP_BPF", "CAP_PERFMON"],
         &with(&["kprobe", "tcp_v4_connect"]),
     );
+    // Replays attach nothing, and need what loading the program needs.
+    let dir = common::TempDir::new("privileges");
+    let capture = dir.path("one.pcap");
+    let frame = common::frames::udp4_frame(9, 18);
+    let mut w = netprobe::capture::write::CaptureWriter::new(
+        std::fs::File::create(&capture).unwrap(),
+        netprobe::capture::write::Format::Pcap,
+        65535,
+    )
+    .unwrap();
+    w.write(
+        std::time::Duration::from_secs(1),
+        frame.len() as u32,
+        &frame,
+    )
+    .unwrap();
+    w.flush().unwrap();
+    exactly_and_each_removed(
+        &ns,
+        &["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"],
+        &["xdp", "--replay", &capture, "--json"],
+    );
+    exactly_and_each_removed(
+        &ns,
+        &["CAP_BPF", "CAP_PERFMON"],
+        &["sockfilter", "--replay", &capture, "--json"],
+    );
 }
 
 /// list and check need no capability at all.

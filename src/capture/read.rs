@@ -3,8 +3,9 @@
 //! stamp resolution), from a file or standard input, through the pcap-file
 //! crate. Only Ethernet frames are taken; a cut last record ends the capture
 //! and is reported, as when tcpdump was killed while writing.
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError, TsResolution};
+
+use crate::console;
 
 /// One captured frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +92,12 @@ impl CaptureReader {
         let (input, name): (Box<dyn Read>, String) = if path == Path::new("-") {
             (Box::new(io::stdin()), "standard input".into())
         } else {
+            if fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+                console::note(format!(
+                    "waiting for a writer on the FIFO {}",
+                    path.display()
+                ));
+            }
             let file =
                 File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
             if file.metadata().is_ok_and(|m| m.is_dir()) {

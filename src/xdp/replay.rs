@@ -83,7 +83,8 @@ fn output(path: Option<&Path>) -> Result<Option<CaptureFile>> {
 pub fn run(args: &XdpArgs, file: &Path) -> Result<()> {
     // Everything the user gave is checked before anything is loaded.
     let setup = Setup::check(args, args.iface.as_deref())?;
-    privilege::require("netprobe xdp --replay", &privilege::LOAD)?;
+    // Loading an XDP program takes CAP_NET_ADMIN, attached or not.
+    privilege::require("netprobe xdp --replay", &privilege::XDP)?;
     let mut reader = CaptureReader::open(file)?;
     let passed = output(args.write_passed.as_deref())?;
     let dropped = output(args.write_dropped.as_deref())?;
