@@ -12,8 +12,8 @@ use crate::kernel::features::kprobe_support;
 use crate::kernel::netdev::{interfaces, InterfaceModes};
 use crate::kernel::netlink::xdp_features;
 use crate::kernel::privilege;
-use crate::kernel::symbols::{glob_match, network_tracepoints, traceable_functions};
-use crate::kprobe::fentry_support;
+use crate::kernel::symbols::{glob_match, network_tracepoints, traceable_functions, tracepoints};
+use crate::kprobe::{connect_family, fentry_support, TRACEPOINT};
 
 fn matches(pattern: Option<&str>, name: &str) -> bool {
     match pattern {
@@ -23,44 +23,70 @@ fn matches(pattern: Option<&str>, name: &str) -> bool {
     }
 }
 
+/// How `netprobe kprobe` would attach to each function on this kernel: the
+/// best backend that loads here, or none.
+fn function_backend() -> Option<&'static str> {
+    if fentry_support("tcp_v4_connect").is_ok() {
+        Some("fentry")
+    } else if kprobe_support().is_ok() {
+        Some("kprobe")
+    } else {
+        None
+    }
+}
+
 pub fn list(args: &ListArgs) -> Result<()> {
     let pattern = args.pattern.as_deref();
     let functions = traceable_functions()?;
+    let backend = function_backend();
     let mut out = String::new();
-    let names: Vec<&String> = functions
+    let names: Vec<(&String, Option<&str>)> = functions
         .names
         .iter()
         .filter(|n| matches(pattern, n))
+        .map(|n| {
+            // Connects have the tracepoint backend where nothing else loads.
+            let how = backend.or(connect_family(n).map(|_| "tracepoint"));
+            (n, how)
+        })
+        .filter(|(_, how)| how.is_some() || !args.attachable)
         .collect();
     out += &format!(
-        "Kernel functions ({} from {}):\n",
+        "Kernel functions ({} from {}), and how netprobe kprobe attaches to each here:\n",
         names.len(),
         functions.source
     );
-    for n in names {
-        out += &format!("  {n}\n");
+    for (n, how) in names {
+        out += &format!("  {n:<40} {}\n", how.unwrap_or("not attachable here"));
     }
-    let tracepoints: Vec<String> = network_tracepoints()
-        .into_iter()
-        .filter(|n| matches(pattern, n))
-        .collect();
+    // Without a pattern, the ones about networking; with one, every match.
+    let tracepoints: Vec<String> = match pattern {
+        None => network_tracepoints(),
+        Some(p) => tracepoints()
+            .into_iter()
+            .filter(|n| matches(Some(p.strip_prefix(TRACEPOINT).unwrap_or(p)), n))
+            .collect(),
+    };
     out += &format!(
-        "\nNetwork tracepoints ({} from kernel BTF):\n",
-        tracepoints.len()
+        "\nTracepoints ({} from kernel BTF{}), as netprobe kprobe names them; every one attaches as a raw tracepoint:\n",
+        tracepoints.len(),
+        if pattern.is_none() { ", about networking" } else { "" }
     );
     for t in tracepoints {
-        out += &format!("  {t}\n");
+        out += &format!("  {:<40} raw_tp\n", format!("{TRACEPOINT}{t}"));
     }
-    let ifaces: Vec<InterfaceModes> = interfaces()
-        .into_iter()
-        .filter(|i| matches(pattern, &i.name))
-        .collect();
-    out += &format!(
-        "\nInterfaces ({}), with the XDP modes each supports:\n",
-        ifaces.len()
-    );
-    for i in &ifaces {
-        out += &format!("  {:<16} {}\n", i.name, i.modes_text());
+    if !args.attachable {
+        let ifaces: Vec<InterfaceModes> = interfaces()
+            .into_iter()
+            .filter(|i| matches(pattern, &i.name))
+            .collect();
+        out += &format!(
+            "\nInterfaces ({}), with the XDP modes each supports:\n",
+            ifaces.len()
+        );
+        for i in &ifaces {
+            out += &format!("  {:<16} {}\n", i.name, i.modes_text());
+        }
     }
     console::print(&out)
 }

@@ -324,7 +324,7 @@ fn refusals_are_one_line() {
         (
             vec!["kprobe", "zz_no_match_*"],
             2,
-            "no traceable kernel pattern 'zz_no_match_*'",
+            "no traceable kernel function pattern 'zz_no_match_*'",
         ),
         (vec!["kprobe"], 2, "required arguments were not provided"),
         (
@@ -345,13 +345,36 @@ fn list_and_check_describe_this_kernel() {
     assert_eq!(out.code, Some(0));
     assert!(
         out.stdout
-            .contains("Network tracepoints (1 from kernel BTF):\n  inet_sock_set_state"),
+            .lines()
+            .any(|l| l.starts_with("  tp:inet_sock_set_state ") && l.ends_with(" raw_tp")),
+        "{}",
+        out.stdout
+    );
+    // --attachable: what netprobe kprobe can attach to here, and how.
+    let out = run(None, &["list", "--attachable", "tcp_v?_connect"]);
+    let connect = if fentry_here() {
+        "fentry"
+    } else if kprobes_here() {
+        "kprobe"
+    } else {
+        "tracepoint"
+    };
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("  tcp_v4_connect ") && l.ends_with(connect)),
         "{}",
         out.stdout
     );
     let out = run(None, &["list", "tcp_v?_connect"]);
-    assert!(
-        out.stdout.contains("  tcp_v4_connect\n  tcp_v6_connect\n"),
+    let names: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        ["tcp_v4_connect", "tcp_v6_connect"],
         "{}",
         out.stdout
     );
@@ -418,17 +441,7 @@ fn list_and_check_describe_this_kernel() {
 #[test]
 fn no_event_is_lost_under_two_connect_loops() {
     common::require_root();
-    let looper = std::env::temp_dir().join(common::netns::unique("connect_loop"));
-    let built = Command::new("clang")
-        .args(["-O2", "-o"])
-        .arg(&looper)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/vm/connect_loop.c"
-        ))
-        .status()
-        .expect("clang");
-    assert!(built.success());
+    let looper = connect_loop();
     let mut np = Command::new(common::process::BIN)
         .args(["kprobe", "tcp_v4_connect", "--json", "--interval", "1h"])
         .stdout(Stdio::piped())
@@ -483,4 +496,79 @@ fn no_event_is_lost_under_two_connect_loops() {
     assert_eq!(v["events_lost"], 0, "{last}");
     assert_eq!(events, calls, "an event per connect: {last}");
     assert!(calls > 100_000, "the loops ran flat out: {calls} connects");
+}
+
+/// tests/vm/connect_loop.c, built for this test run.
+fn connect_loop() -> std::path::PathBuf {
+    let looper = std::env::temp_dir().join(common::netns::unique("connect_loop"));
+    let built = Command::new("clang")
+        .args(["-O2", "-o"])
+        .arg(&looper)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vm/connect_loop.c"
+        ))
+        .status()
+        .expect("clang");
+    assert!(built.success());
+    looper
+}
+
+/// Tracepoints by name (`tp:NAME`) count calls through raw tracepoints,
+/// here where kprobes do not exist: 9 refused connects by one user are 18
+/// socket state changes and 9 resets received.
+#[test]
+fn tracepoints_by_name_count_exactly() {
+    common::require_root();
+    let looper = connect_loop();
+    let np = Running::start(
+        None,
+        &[
+            "kprobe",
+            "tp:inet_sock_set_state",
+            "tp:tcp_receive_reset",
+            "-u",
+            "4243",
+            "--json",
+        ],
+    );
+    assert!(
+        np.stderr_seen.iter().any(|l| l
+            .contains("raw_tp backend attached to tp:inet_sock_set_state, tp:tcp_receive_reset")),
+        "{:?}",
+        np.stderr_seen
+    );
+    let status = Command::new("setpriv")
+        .args(["--reuid=4243", "--regid=4243", "--clear-groups"])
+        .arg(&looper)
+        .args(["9", "9"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_file(&looper);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, last) = np.stop(Signal::SIGINT);
+    assert_eq!(code, Some(0));
+    let last = last.unwrap();
+    assert_eq!(last["backend"], "raw_tp");
+    assert_eq!(
+        last["functions"]["tp:inet_sock_set_state"]["calls"], 18,
+        "{last}"
+    );
+    assert_eq!(
+        last["functions"]["tp:tcp_receive_reset"]["calls"], 9,
+        "{last}"
+    );
+
+    // Named like a function, a tracepoint is pointed to its spelling; and
+    // a tracepoint has no return value or latency.
+    let out = run(None, &["kprobe", "tcp_probe"]);
+    common::process::expect_error(&out, 2, "for the tracepoint, name it tp:tcp_probe");
+    let out = run(None, &["kprobe", "tp:tcp_probe", "--latency"]);
+    common::process::expect_error(
+        &out,
+        2,
+        "tp:tcp_probe is a tracepoint, counted by calls only",
+    );
 }

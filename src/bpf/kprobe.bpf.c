@@ -252,4 +252,19 @@ int BPF_PROG(tp_set_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+/* `tp:NAME`: calls of a tracepoint, attached by name at run time. A raw
+ * tracepoint needs no tracefs and attaches where kprobes do not. */
+SEC("raw_tp")
+int raw_tp_count(void *ctx)
+{
+	struct np_func_stats *st;
+
+	if (!np_wanted())
+		return 0;
+	st = np_stats();
+	if (st)
+		st->calls++;
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -122,11 +122,14 @@ Examples:
   netprobe kprobe tcp_v4_connect
   netprobe kprobe tcp_v4_connect tcp_v6_connect --json -p 1234
   netprobe kprobe 'tcp_sendmsg*' --ret --latency --duration 10s
-  netprobe kprobe ip_rcv --backend kprobe";
+  netprobe kprobe ip_rcv --backend kprobe
+  netprobe kprobe 'tp:tcp_*' --duration 10s          (tracepoints, as netprobe list names them)";
 
 #[derive(Debug, Args)]
 pub struct KprobeArgs {
-    /// Kernel functions to trace; '*' and '?' expand against the traceable functions
+    /// Kernel functions to trace, or tracepoints as tp:NAME (counted through raw
+    /// tracepoints, which work where kprobes do not); '*' and '?' expand against the
+    /// traceable functions, or the tracepoints in kernel BTF
     #[arg(value_name = "FUNC", required = true)]
     pub functions: Vec<String>,
 
@@ -170,6 +173,10 @@ pub struct ListArgs {
     /// Only names matching PATTERN ('*' and '?'; a plain word matches as a substring)
     #[arg(value_name = "PATTERN")]
     pub pattern: Option<String>,
+
+    /// Only what netprobe kprobe can attach to on this kernel
+    #[arg(long)]
+    pub attachable: bool,
 }
 
 #[derive(Debug, Args)]

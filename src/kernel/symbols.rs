@@ -76,6 +76,14 @@ fn parse_kallsyms(text: &str) -> BTreeSet<String> {
 
 /// Raw tracepoints in kernel BTF (`btf_trace_<name>`) about networking.
 pub fn network_tracepoints() -> Vec<String> {
+    tracepoints()
+        .into_iter()
+        .filter(|n| is_network_tracepoint(n))
+        .collect()
+}
+
+/// Whether a tracepoint is about networking, by its name.
+fn is_network_tracepoint(name: &str) -> bool {
     const NET: [&str; 16] = [
         "sock_",
         "inet_",
@@ -94,6 +102,12 @@ pub fn network_tracepoints() -> Vec<String> {
         "icmp",
         "page_pool",
     ];
+    NET.iter().any(|p| name.starts_with(p))
+}
+
+/// Every raw tracepoint in kernel BTF (`btf_trace_<name>`): what a raw
+/// tracepoint program attaches to by name, with no tracefs.
+pub fn tracepoints() -> Vec<String> {
     let Ok(btf) = libbpf_rs::btf::Btf::from_vmlinux() else {
         return Vec::new();
     };
@@ -105,7 +119,6 @@ pub fn network_tracepoints() -> Vec<String> {
                 .and_then(|n| n.strip_prefix("btf_trace_"))
                 .map(str::to_string)
         })
-        .filter(|n| NET.iter().any(|p| n.starts_with(p)))
         .collect();
     names.sort();
     names

@@ -20,6 +20,8 @@ pub enum Backend {
     Kprobe,
     Fentry,
     Tracepoint,
+    /// `tp:NAME`: a raw tracepoint, calls only.
+    RawTracepoint,
 }
 
 impl Backend {
@@ -28,6 +30,7 @@ impl Backend {
             Backend::Kprobe => "kprobe",
             Backend::Fentry => "fentry",
             Backend::Tracepoint => "tracepoint",
+            Backend::RawTracepoint => "raw_tp",
         }
     }
 }
@@ -88,7 +91,7 @@ pub fn open_and_load<'obj>(
     let mut open = KprobeSkelBuilder::default()
         .open(storage)
         .context("opening the kprobe object")?;
-    let family = connect_family(function);
+    let family = connect_family(function).filter(|_| s.backend != Backend::RawTracepoint);
     let rodata = open
         .maps
         .rodata_data
@@ -117,6 +120,9 @@ pub fn open_and_load<'obj>(
     progs
         .tp_set_state
         .set_autoload(s.backend == Backend::Tracepoint);
+    progs
+        .raw_tp_count
+        .set_autoload(s.backend == Backend::RawTracepoint);
     if fentry {
         for prog in [&mut progs.fentry_entry, &mut progs.fexit_exit] {
             prog.set_attach_target(0, Some(function.to_string()))?;
@@ -127,7 +133,9 @@ pub fn open_and_load<'obj>(
 }
 
 pub fn attach(skel: &KprobeSkel<'_>, function: &str, s: &Settings) -> Result<Vec<Link>> {
-    let exits = s.want_ret || s.want_latency || connect_family(function).is_some();
+    let exits = s.want_ret
+        || s.want_latency
+        || connect_family(function).is_some() && s.backend != Backend::RawTracepoint;
     let p = &skel.progs;
     let links = match s.backend {
         Backend::Kprobe => {
@@ -145,6 +153,7 @@ pub fn attach(skel: &KprobeSkel<'_>, function: &str, s: &Settings) -> Result<Vec
             links
         }
         Backend::Tracepoint => vec![p.tp_set_state.attach_trace()?],
+        Backend::RawTracepoint => vec![p.raw_tp_count.attach_raw_tracepoint(function)?],
     };
     Ok(links)
 }

@@ -21,20 +21,24 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 pub use backend::fentry_support;
 use backend::{attach, choose_backend, open_and_load, Backend, Settings};
 use events::{return_label, ConnectEvent, FuncStats, CONNECT_HEADER};
-use targets::{connect_family, expand};
+use targets::{connect_events, expand, Target};
+pub use targets::{connect_family, TRACEPOINT};
 
 use crate::cli::KprobeArgs;
 use crate::console;
+use crate::error::UsageError;
 use crate::kernel::counters::read_percpu;
 use crate::kernel::privilege;
-use crate::kernel::symbols::traceable_functions;
+use crate::kernel::symbols::{traceable_functions, tracepoints};
 use crate::report::{latency_buckets, FunctionReport, Named, Snapshot, Source};
 use crate::session::runloop::RunLoop;
 use crate::session::{self, secs, Probe, Reporting};
 use crate::skel::kprobe::KprobeSkel;
 
 struct Traced<'obj> {
+    /// As shown: the function's name, or `tp:NAME`.
     function: String,
+    target: Target,
     skel: KprobeSkel<'obj>,
     links: Vec<Link>,
 }
@@ -194,11 +198,34 @@ impl Probe for KprobeProbe<'_> {
 }
 
 pub fn run(args: &KprobeArgs) -> Result<()> {
-    let list = traceable_functions()?;
-    let functions = expand(&args.functions, &list)?;
-    privilege::require("netprobe kprobe", &privilege::KPROBE)?;
+    let functions = traceable_functions()?;
+    let targets = expand(&args.functions, &functions, &tracepoints())?;
     let needs_exit_data = args.ret || args.latency;
-    let backend = choose_backend(args.backend, &functions, needs_exit_data)?;
+    if let Some(tp) = targets
+        .iter()
+        .find(|t| matches!(t, Target::Tracepoint(_)))
+        .filter(|_| needs_exit_data)
+    {
+        return Err(UsageError(format!(
+            "--ret and --latency need a function: {tp} is a tracepoint, counted by calls only"
+        ))
+        .into());
+    }
+    privilege::require("netprobe kprobe", &privilege::KPROBE)?;
+    let function_names: Vec<String> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Function(f) => Some(f.clone()),
+            Target::Tracepoint(_) => None,
+        })
+        .collect();
+    // Tracepoints always attach as raw tracepoints; functions by the backend
+    // this kernel allows.
+    let backend = if function_names.is_empty() {
+        Backend::RawTracepoint
+    } else {
+        choose_backend(args.backend, &function_names, needs_exit_data)?
+    };
     let settings = Settings {
         backend,
         want_ret: args.ret,
@@ -207,35 +234,49 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         filter_uid: args.uid,
         filter_port: args.port.unwrap_or(0),
     };
+    let settings_for = |t: &Target| match t {
+        Target::Function(_) => settings,
+        Target::Tracepoint(_) => Settings {
+            backend: Backend::RawTracepoint,
+            ..settings
+        },
+    };
 
     // Event lines own stdout; then the counters go to stderr at the end.
-    let has_events = functions.iter().any(|f| connect_family(f).is_some());
+    let has_events = targets.iter().any(|t| connect_events(t).is_some());
     let events_as_lines = has_events && !args.output.json;
     // Signals are blocked before any thread starts, so every thread inherits it.
     let mut runloop = RunLoop::new(args.output.interval)?;
     let reporting = Reporting::new(&args.output, !events_as_lines, events_as_lines)?;
-    let mut storages: Vec<Box<MaybeUninit<OpenObject>>> = functions
+    let mut storages: Vec<Box<MaybeUninit<OpenObject>>> = targets
         .iter()
         .map(|_| Box::new(MaybeUninit::uninit()))
         .collect();
     let mut traced = Vec::new();
-    for (storage, function) in storages.iter_mut().zip(&functions) {
-        let skel = open_and_load(storage, function, &settings)?;
+    for (storage, target) in storages.iter_mut().zip(&targets) {
+        let name = match target {
+            Target::Function(n) | Target::Tracepoint(n) => n,
+        };
+        let skel = open_and_load(storage, name, &settings_for(target))?;
         traced.push(Traced {
-            function: function.clone(),
+            function: target.to_string(),
+            target: target.clone(),
             skel,
             links: Vec::new(),
         });
     }
     // Attach all or nothing: links made so far are dropped on the first error.
     for t in &mut traced {
-        t.links = attach(&t.skel, &t.function, &settings)
+        let name = match &t.target {
+            Target::Function(n) | Target::Tracepoint(n) => n,
+        };
+        t.links = attach(&t.skel, name, &settings_for(&t.target))
             .with_context(|| format!("attaching to {}", t.function))?;
     }
     let pending = Rc::new(RefCell::new(Vec::new()));
     let connect: Vec<&Traced<'_>> = traced
         .iter()
-        .filter(|t| connect_family(&t.function).is_some())
+        .filter(|t| connect_events(&t.target).is_some())
         .collect();
     let ring = if connect.is_empty() {
         None
@@ -258,7 +299,11 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
     console::note(format!(
         "{} backend attached to {}; Ctrl-C to stop",
         backend,
-        functions.join(", ")
+        traced
+            .iter()
+            .map(|t| t.function.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let attached_at = Instant::now();
     let mut probe = KprobeProbe {
@@ -271,7 +316,7 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         out: BufWriter::new(io::stdout()),
         header_printed: false,
         attached_at,
-        last: (attached_at, vec![0; functions.len()]),
+        last: (attached_at, vec![0; targets.len()]),
     };
     session::run(&mut probe, &mut runloop, reporting, args.output.duration)
 }

@@ -137,6 +137,21 @@ for backend in kprobe fentry; do
 	fi
 done
 
+# 2b. Tracepoints by name (tp:NAME) as raw tracepoints, on every kernel: each
+# refused connect moves a socket CLOSE -> SYN_SENT -> CLOSE and takes one RST.
+if start "$NP" kprobe tp:inet_sock_set_state tp:tcp_receive_reset --json -u $USER_ID --interval 200ms; then
+	connects $N 9
+	stop
+	last=$(final)
+	if echo "$last" | grep -q "\"backend\":\"raw_tp\".*\"tp:inet_sock_set_state\":{\"calls\":$((2 * N)),.*\"tp:tcp_receive_reset\":{\"calls\":$N,"; then
+		ok "raw-tracepoints: $((2 * N)) state changes, $N resets received"
+	else
+		bad raw-tracepoints "$last"
+	fi
+else
+	bad raw-tracepoints "did not attach: $(cat "$WORK/err")"
+fi
+
 # 3. auto picks the best backend and says which.
 if start "$NP" kprobe tcp_v4_connect --json -u $USER_ID --interval 200ms; then
 	connects 1 9
