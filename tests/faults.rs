@@ -224,15 +224,7 @@ fn a_closed_stderr_loses_notes_not_the_run() {
 
 /// Runs netprobe with stdout or stderr into a closed pipe; returns its exit code.
 fn run_into_closed_pipe(ns: Option<&str>, args: &[&str], stdout: bool) -> Option<i32> {
-    let mut cmd = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, BIN]);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    cmd.args(args);
+    let mut cmd = common::process::command(ns, args);
     if stdout {
         cmd.stdout(closed_pipe()).stderr(Stdio::null());
     } else {

@@ -11,30 +11,18 @@ pub struct Cap {
     pub name: &'static str,
 }
 
-pub const CAP_NET_ADMIN: Cap = Cap {
-    bit: 12,
-    name: "CAP_NET_ADMIN",
-};
-pub const CAP_NET_RAW: Cap = Cap {
-    bit: 13,
-    name: "CAP_NET_RAW",
-};
-pub const CAP_SYS_ADMIN: Cap = Cap {
-    bit: 21,
-    name: "CAP_SYS_ADMIN",
-};
-pub const CAP_SYS_RESOURCE: Cap = Cap {
-    bit: 24,
-    name: "CAP_SYS_RESOURCE",
-};
-pub const CAP_PERFMON: Cap = Cap {
-    bit: 38,
-    name: "CAP_PERFMON",
-};
-pub const CAP_BPF: Cap = Cap {
-    bit: 39,
-    name: "CAP_BPF",
-};
+impl Cap {
+    const fn new(bit: u32, name: &'static str) -> Cap {
+        Cap { bit, name }
+    }
+}
+
+pub const CAP_NET_ADMIN: Cap = Cap::new(12, "CAP_NET_ADMIN");
+pub const CAP_NET_RAW: Cap = Cap::new(13, "CAP_NET_RAW");
+pub const CAP_SYS_ADMIN: Cap = Cap::new(21, "CAP_SYS_ADMIN");
+pub const CAP_SYS_RESOURCE: Cap = Cap::new(24, "CAP_SYS_RESOURCE");
+pub const CAP_PERFMON: Cap = Cap::new(38, "CAP_PERFMON");
+pub const CAP_BPF: Cap = Cap::new(39, "CAP_BPF");
 
 /// Loading any of netprobe's programs: CAP_BPF, and CAP_PERFMON because
 /// the verifier refuses pointer arithmetic on packet and stack pointers to

@@ -45,7 +45,8 @@ pub fn run_as(ns: &str, wrapper: &[&str], args: &[&str]) -> Finished {
     }
 }
 
-fn command(ns: Option<&str>, args: &[&str]) -> Command {
+/// netprobe with `args`, in `ns` (or here, if `None`).
+pub fn command(ns: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
