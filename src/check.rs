@@ -13,7 +13,7 @@ use crate::kernel::netdev::{interfaces, InterfaceModes};
 use crate::kernel::netlink::xdp_features;
 use crate::kernel::privilege;
 use crate::kernel::symbols::{glob_match, network_tracepoints, traceable_functions, tracepoints};
-use crate::kprobe::{connect_family, fentry_support, TRACEPOINT};
+use crate::kprobe::{connect_family, fentry_support, flow_events, Target, TRACEPOINT};
 
 fn matches(pattern: Option<&str>, name: &str) -> bool {
     match pattern {
@@ -68,12 +68,17 @@ pub fn list(args: &ListArgs) -> Result<()> {
             .collect(),
     };
     out += &format!(
-        "\nTracepoints ({} from kernel BTF{}), as netprobe kprobe names them; every one attaches as a raw tracepoint:\n",
+        "\nTracepoints ({} from kernel BTF{}), as netprobe kprobe names them; raw_tp counts calls, tp_btf also gives an event with the flow:\n",
         tracepoints.len(),
         if pattern.is_none() { ", about networking" } else { "" }
     );
     for t in tracepoints {
-        out += &format!("  {:<40} raw_tp\n", format!("{TRACEPOINT}{t}"));
+        let how = if flow_events(&Target::Tracepoint(t.clone())).is_some() {
+            "tp_btf, events"
+        } else {
+            "raw_tp"
+        };
+        out += &format!("  {:<40} {how}\n", format!("{TRACEPOINT}{t}"));
     }
     if !args.attachable {
         let ifaces: Vec<InterfaceModes> = interfaces()

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::netns::Netns;
+use common::netns::{Netns, Pair};
 use common::process::{run, Running};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -346,7 +346,7 @@ fn list_and_check_describe_this_kernel() {
     assert!(
         out.stdout
             .lines()
-            .any(|l| l.starts_with("  tp:inet_sock_set_state ") && l.ends_with(" raw_tp")),
+            .any(|l| l.starts_with("  tp:inet_sock_set_state ") && l.ends_with(" tp_btf, events")),
         "{}",
         out.stdout
     );
@@ -514,27 +514,31 @@ fn connect_loop() -> std::path::PathBuf {
     looper
 }
 
-/// Tracepoints by name (`tp:NAME`) count calls through raw tracepoints,
-/// here where kprobes do not exist: 9 refused connects by one user are 18
-/// socket state changes and 9 resets received.
+/// Tracepoints by name (`tp:NAME`): a tracepoint without a flow counts
+/// calls through a raw tracepoint; one with a socket or a packet also gives
+/// an event with the flow. Here, where kprobes do not exist, 9 refused
+/// connects by one user are 18 packets queued, 18 socket state changes, 9
+/// SYNs dropped for want of a socket, 9 resets sent and 9 received.
 #[test]
 fn tracepoints_by_name_count_exactly() {
     common::require_root();
     let looper = connect_loop();
-    let np = Running::start(
-        None,
-        &[
-            "kprobe",
-            "tp:inet_sock_set_state",
-            "tp:tcp_receive_reset",
-            "-u",
-            "4243",
-            "--json",
-        ],
-    );
+    let tracepoints = [
+        "tp:net_dev_queue",
+        "tp:inet_sock_set_state",
+        "tp:tcp_receive_reset",
+        "tp:tcp_send_reset",
+        "tp:kfree_skb",
+    ];
+    let mut args = vec!["kprobe"];
+    args.extend(tracepoints);
+    args.extend(["-u", "4243", "--json"]);
+    let mut np = Running::start(None, &args);
     assert!(
-        np.stderr_seen.iter().any(|l| l
-            .contains("raw_tp backend attached to tp:inet_sock_set_state, tp:tcp_receive_reset")),
+        np.stderr_seen.iter().any(|l| l.contains(&format!(
+            "raw_tp+tp_btf backend attached to {}",
+            tracepoints.join(", ")
+        ))),
         "{:?}",
         np.stderr_seen
     );
@@ -547,18 +551,42 @@ fn tracepoints_by_name_count_exactly() {
         .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_file(&looper);
-    std::thread::sleep(Duration::from_millis(300));
+    // Events: 18 state changes, 9 resets received, 9 sent, 9 SYNs dropped.
+    let events = self::events_of(&mut np, 18 + 9 + 9 + 9);
     let (code, last) = np.stop(Signal::SIGINT);
     assert_eq!(code, Some(0));
     let last = last.unwrap();
-    assert_eq!(last["backend"], "raw_tp");
+    assert_eq!(last["backend"], "raw_tp+tp_btf");
+    let calls = |tp: &str| last["functions"][tp]["calls"].as_u64().unwrap();
+    assert_eq!(calls("tp:net_dev_queue"), 18, "{last}");
+    assert_eq!(calls("tp:inet_sock_set_state"), 18, "{last}");
+    assert_eq!(calls("tp:tcp_receive_reset"), 9, "{last}");
+    assert_eq!(calls("tp:tcp_send_reset"), 9, "{last}");
+    let count = |event: &str, check: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .filter(|e| e["event"] == event && check(e))
+            .count()
+    };
+    let to_port_9 = |e: &Value| e["daddr"] == "127.0.0.1" && e["dport"] == 9 && e["uid"] == 4243;
+    assert_eq!(count("tcp_receive_reset", &to_port_9), 9, "{events:?}");
+    // The reset answers the SYN: its packet is the SYN, to port 9.
+    assert_eq!(count("tcp_send_reset", &to_port_9), 9, "{events:?}");
     assert_eq!(
-        last["functions"]["tp:inet_sock_set_state"]["calls"], 18,
-        "{last}"
+        count("inet_sock_set_state", &|e| to_port_9(e)
+            && e["oldstate"] == "SYN_SENT"
+            && e["newstate"] == "CLOSE"),
+        9
     );
     assert_eq!(
-        last["functions"]["tp:tcp_receive_reset"]["calls"], 9,
-        "{last}"
+        count("kfree_skb", &|e| to_port_9(e) && e["reason"] == "NO_SOCKET"),
+        9,
+        "{events:?}"
+    );
+    assert_eq!(
+        count("net_dev_queue", &|_| true),
+        0,
+        "a tracepoint without a flow gives no events"
     );
 
     // Named like a function, a tracepoint is pointed to its spelling; and
@@ -571,4 +599,81 @@ fn tracepoints_by_name_count_exactly() {
         2,
         "tp:tcp_probe is a tracepoint, counted by calls only",
     );
+}
+
+/// The next `n` event lines on stdout (any tracepoint), in order.
+fn events_of(np: &mut Running, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} events: {out:?}",
+            out.len()
+        );
+        if let Some(v) = np.next_json(Duration::from_secs(1)) {
+            if v.get("event").is_some() {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// SYNs to a host that never answers are retransmitted after a second: three
+/// connects from a namespace of the test's own, each given 1.6 s, are three
+/// tcp_retransmit_skb events with their flow (the timer that retransmits runs
+/// in no process's name, so the namespace tells them apart).
+#[test]
+fn retransmissions_are_events_with_their_flow() {
+    common::require_root();
+    let net = Pair::quiet();
+    net.a
+        .sh(&["ip", "addr", "add", "198.18.0.1/24", "dev", &net.a_if]);
+    net.a.sh(&[
+        "ip",
+        "neigh",
+        "add",
+        "198.18.0.2",
+        "lladdr",
+        "02:00:00:00:00:0b",
+        "nud",
+        "permanent",
+        "dev",
+        &net.a_if,
+    ]);
+    let np = Running::start(None, &["kprobe", "tp:tcp_retransmit_skb", "--json"]);
+    let ns = net.a.name.clone();
+    let connects: Vec<_> = (0..3)
+        .map(|_| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                let nsfile = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+                nix::sched::setns(&nsfile, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let to = std::net::SocketAddr::from(([198, 18, 0, 2], 80));
+                let refused =
+                    std::net::TcpStream::connect_timeout(&to, Duration::from_millis(1600));
+                assert!(refused.is_err(), "nothing answers");
+            })
+        })
+        .collect();
+    for c in connects {
+        c.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let out = np.finish_after(Signal::SIGINT);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let netns = netns_inode(&net.a);
+    let ours: Vec<Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "tcp_retransmit_skb" && e["netns"] == netns)
+        .collect();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    for e in &ours {
+        assert_eq!(e["saddr"], "198.18.0.1", "{e}");
+        assert_eq!(e["daddr"], "198.18.0.2", "{e}");
+        assert_eq!(e["dport"], 80, "{e}");
+    }
 }

@@ -13,6 +13,15 @@
 #define NP_AF_INET6 10
 #define NP_TCP_SYN_SENT 2
 #define NP_TCP_CLOSE 7
+#define NP_ETH_P_IP 0x0800
+#define NP_ETH_P_IPV6 0x86DD
+#define NP_IPPROTO_UDP 17
+
+/* How a tracepoint with a flow lays out its arguments. */
+#define NP_FLOW_SOCK 1      /* (struct sock *sk, ...) */
+#define NP_FLOW_SOCK_SKB 2  /* (struct sock *sk, struct sk_buff *skb, ...): sk may be NULL */
+#define NP_FLOW_STATE 3     /* (struct sock *sk, int oldstate, int newstate) */
+#define NP_FLOW_SKB_DROP 4  /* (struct sk_buff *skb, void *location, enum skb_drop_reason) */
 #define NP_IPPROTO_TCP 6
 #define NP_MAX_ERRNO 4095
 
@@ -29,6 +38,9 @@ const volatile __u16 filter_port = 0; /* 0: any */
  * does not pay for a wake-up (and the context switches after it) on every
  * event. Set to half the ring, so a burst still wakes the reader in time. */
 const volatile __u64 wakeup_bytes = 0;
+/* tp:NAME with flow events (the tracepoint's arguments as they are laid
+ * out): NP_FLOW_* below, 0 for none. */
+const volatile __u8 flow_events = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -126,36 +138,52 @@ static __always_inline void np_fill_from_sock(struct np_connect_event *ev, struc
 	}
 }
 
-/* Sends one connect event; counts it, or counts it lost. */
-static __always_inline void np_emit_connect(struct sock *sk, long ret, bool has_ret)
+/* A new event in the ring with the caller's context, or NULL (counted lost). */
+static __always_inline struct np_connect_event *np_event_reserve(struct np_func_stats *st)
 {
-	struct np_func_stats *st = np_stats();
 	struct np_connect_event *ev;
 	__u64 id = bpf_get_current_pid_tgid();
-	__u16 dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 
-	if (filter_port && dport != filter_port)
-		return;
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		if (st)
 			__sync_fetch_and_add(&st->lost_events, 1);
-		return;
+		return NULL;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->pid = id >> 32;
 	ev->tid = (__u32)id;
 	ev->uid = (__u32)bpf_get_current_uid_gid();
-	ev->ret = ret;
-	ev->has_ret = has_ret;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	np_fill_from_sock(ev, sk);
+	return ev;
+}
+
+static __always_inline void np_event_submit(struct np_func_stats *st, struct np_connect_event *ev)
+{
 	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 				       ? BPF_RB_FORCE_WAKEUP
 				       : BPF_RB_NO_WAKEUP);
 	if (st)
 		st->events++;
+}
+
+/* Sends one connect event; counts it, or counts it lost. */
+static __always_inline void np_emit_connect(struct sock *sk, long ret, bool has_ret)
+{
+	struct np_func_stats *st = np_stats();
+	struct np_connect_event *ev;
+	__u16 dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	if (filter_port && dport != filter_port)
+		return;
+	ev = np_event_reserve(st);
+	if (!ev)
+		return;
+	ev->ret = ret;
+	ev->has_ret = has_ret;
+	np_fill_from_sock(ev, sk);
+	np_event_submit(st, ev);
 }
 
 static __always_inline void np_on_exit(long ret, __u64 sk_arg, bool sk_from_entry)
@@ -249,6 +277,82 @@ int BPF_PROG(tp_set_state, struct sock *sk, int oldstate, int newstate)
 	if (st)
 		st->calls++;
 	np_emit_connect(sk, 0, false);
+	return 0;
+}
+
+/* Fills the flow of a packet: addresses from its network header, ports from
+ * its transport header where the kernel set one. */
+static __always_inline void np_fill_from_skb(struct np_connect_event *ev, struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u16 proto = __builtin_bswap16(BPF_CORE_READ(skb, protocol));
+	__u8 l4 = 0;
+
+	if (proto == NP_ETH_P_IP) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return;
+		ev->family = NP_AF_INET;
+		__builtin_memcpy(ev->saddr, &ip.saddr, 4);
+		__builtin_memcpy(ev->daddr, &ip.daddr, 4);
+		l4 = ip.protocol;
+	} else if (proto == NP_ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return;
+		ev->family = NP_AF_INET6;
+		__builtin_memcpy(ev->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(ev->daddr, &ip6.daddr, 16);
+		l4 = ip6.nexthdr;
+	} else {
+		return;
+	}
+	/* 0xffff: no transport header set yet. */
+	if ((l4 == NP_IPPROTO_TCP || l4 == NP_IPPROTO_UDP) && th != 0xffff && th > nh) {
+		__be16 ports[2];
+
+		if (!bpf_probe_read_kernel(ports, sizeof(ports), head + th)) {
+			ev->sport = __builtin_bswap16(ports[0]);
+			ev->dport = __builtin_bswap16(ports[1]);
+		}
+	}
+	ev->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+}
+
+/* tp:NAME for a tracepoint that carries a socket or a packet: its calls,
+ * and an event with the flow; `ret` holds the detail (old and new TCP
+ * state, or the drop reason). The attach target is set before load. */
+SEC("tp_btf")
+int tp_flow(unsigned long long *ctx)
+{
+	struct np_func_stats *st;
+	struct np_connect_event *ev;
+	struct sock *sk = (struct sock *)ctx[0];
+
+	if (!np_wanted())
+		return 0;
+	st = np_stats();
+	if (st)
+		st->calls++;
+	ev = np_event_reserve(st);
+	if (!ev)
+		return 0;
+	if (flow_events == NP_FLOW_SKB_DROP) {
+		np_fill_from_skb(ev, (struct sk_buff *)ctx[0]);
+		ev->ret = (__s32)ctx[2];
+	} else if (sk) {
+		np_fill_from_sock(ev, sk);
+		if (flow_events == NP_FLOW_STATE)
+			ev->ret = (__s32)(ctx[1] << 8 | ctx[2]);
+	} else if (flow_events == NP_FLOW_SOCK_SKB && ctx[1]) {
+		np_fill_from_skb(ev, (struct sk_buff *)ctx[1]);
+	}
+	ev->has_ret = 1;
+	np_event_submit(st, ev);
 	return 0;
 }
 

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
 
+use super::events::Flow;
 use super::targets::connect_family;
 use crate::cli::BackendArg;
 use crate::console;
@@ -22,6 +23,8 @@ pub enum Backend {
     Tracepoint,
     /// `tp:NAME`: a raw tracepoint, calls only.
     RawTracepoint,
+    /// `tp:NAME` for a tracepoint with a flow: BTF-typed, calls and events.
+    BtfTracepoint,
 }
 
 impl Backend {
@@ -31,6 +34,7 @@ impl Backend {
             Backend::Fentry => "fentry",
             Backend::Tracepoint => "tracepoint",
             Backend::RawTracepoint => "raw_tp",
+            Backend::BtfTracepoint => "tp_btf",
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct Settings {
     pub filter_pid: u32,
     pub filter_uid: Option<u32>,
     pub filter_port: u16,
+    /// For a tracepoint with a flow, its argument layout.
+    pub flow: Option<Flow>,
 }
 
 impl Default for Settings {
@@ -77,6 +83,7 @@ impl Default for Settings {
             filter_pid: 0,
             filter_uid: None,
             filter_port: 0,
+            flow: None,
         }
     }
 }
@@ -91,7 +98,8 @@ pub fn open_and_load<'obj>(
     let mut open = KprobeSkelBuilder::default()
         .open(storage)
         .context("opening the kprobe object")?;
-    let family = connect_family(function).filter(|_| s.backend != Backend::RawTracepoint);
+    let family = connect_family(function)
+        .filter(|_| !matches!(s.backend, Backend::RawTracepoint | Backend::BtfTracepoint));
     let rodata = open
         .maps
         .rodata_data
@@ -106,7 +114,12 @@ pub fn open_and_load<'obj>(
     rodata.filter_port = s.filter_port;
     // A connect function's ring holds bursts between drains; others emit
     // nothing and keep the smallest ring.
-    let ring = if family.is_some() { EVENT_RING } else { 4096 };
+    let ring = if family.is_some() || s.flow.is_some() {
+        EVENT_RING
+    } else {
+        4096
+    };
+    rodata.flow_events = s.flow.map_or(0, |f| f as u8);
     rodata.wakeup_bytes = u64::from(ring / 2);
     open.maps.events.set_max_entries(ring)?;
     let exits = s.want_ret || s.want_latency || family.is_some();
@@ -123,6 +136,14 @@ pub fn open_and_load<'obj>(
     progs
         .raw_tp_count
         .set_autoload(s.backend == Backend::RawTracepoint);
+    progs
+        .tp_flow
+        .set_autoload(s.backend == Backend::BtfTracepoint);
+    if s.backend == Backend::BtfTracepoint {
+        progs
+            .tp_flow
+            .set_attach_target(0, Some(function.to_string()))?;
+    }
     if fentry {
         for prog in [&mut progs.fentry_entry, &mut progs.fexit_exit] {
             prog.set_attach_target(0, Some(function.to_string()))?;
@@ -135,7 +156,8 @@ pub fn open_and_load<'obj>(
 pub fn attach(skel: &KprobeSkel<'_>, function: &str, s: &Settings) -> Result<Vec<Link>> {
     let exits = s.want_ret
         || s.want_latency
-        || connect_family(function).is_some() && s.backend != Backend::RawTracepoint;
+        || connect_family(function).is_some()
+            && !matches!(s.backend, Backend::RawTracepoint | Backend::BtfTracepoint);
     let p = &skel.progs;
     let links = match s.backend {
         Backend::Kprobe => {
@@ -154,6 +176,7 @@ pub fn attach(skel: &KprobeSkel<'_>, function: &str, s: &Settings) -> Result<Vec
         }
         Backend::Tracepoint => vec![p.tp_set_state.attach_trace()?],
         Backend::RawTracepoint => vec![p.raw_tp_count.attach_raw_tracepoint(function)?],
+        Backend::BtfTracepoint => vec![p.tp_flow.attach_trace()?],
     };
     Ok(links)
 }

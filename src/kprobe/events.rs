@@ -145,6 +145,159 @@ impl ConnectEvent {
     }
 }
 
+/// How a tracepoint with a flow lays out its arguments (`NP_FLOW_*` in
+/// kprobe.bpf.c), which says what an event's detail holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Sock = 1,
+    SockSkb = 2,
+    State = 3,
+    SkbDrop = 4,
+}
+
+/// TCP states by number (`include/net/tcp_states.h`).
+const TCP_STATES: [&str; 13] = [
+    "?",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+];
+
+fn tcp_state(n: i32) -> String {
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| TCP_STATES.get(i))
+        .map_or_else(|| n.to_string(), |s| s.to_string())
+}
+
+/// A flow event (a tracepoint with a socket or a packet) as a JSON line.
+#[derive(Serialize)]
+pub struct FlowJson {
+    event: String,
+    time: String,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daddr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dport: Option<u16>,
+    netns: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl ConnectEvent {
+    /// Whether the event names a flow: a socket or a packet of IPv4 or IPv6.
+    fn has_flow(&self) -> bool {
+        matches!(self.family, 2 | 10)
+    }
+
+    /// The tracepoint's own detail: TCP states, or the drop reason named by
+    /// `reasons` (the kernel's `enum skb_drop_reason`).
+    fn detail(
+        &self,
+        flow: Flow,
+        reasons: &dyn Fn(i32) -> String,
+    ) -> (Option<String>, Option<String>, Option<String>) {
+        match flow {
+            Flow::State => (
+                Some(tcp_state(self.ret >> 8)),
+                Some(tcp_state(self.ret & 0xff)),
+                None,
+            ),
+            Flow::SkbDrop => (None, None, Some(reasons(self.ret))),
+            Flow::Sock | Flow::SockSkb => (None, None, None),
+        }
+    }
+
+    /// A flow event from `tracepoint` as JSON.
+    pub fn flow_json(
+        &self,
+        tracepoint: &str,
+        flow: Flow,
+        boot: SystemTime,
+        reasons: &dyn Fn(i32) -> String,
+    ) -> FlowJson {
+        let flowing = self.has_flow();
+        let (oldstate, newstate, reason) = self.detail(flow, reasons);
+        FlowJson {
+            event: tracepoint.to_string(),
+            time: humantime::format_rfc3339_micros(boot + Duration::from_nanos(self.ts_ns))
+                .to_string(),
+            pid: self.pid,
+            tid: self.tid,
+            comm: self.comm(),
+            uid: self.uid,
+            ip: flowing.then_some(if self.family == 10 { 6 } else { 4 }),
+            saddr: flowing.then(|| ip_of(self.family, &self.saddr).to_string()),
+            daddr: flowing.then(|| ip_of(self.family, &self.daddr).to_string()),
+            sport: (flowing && self.sport != 0).then_some(self.sport),
+            dport: (flowing && self.dport != 0).then_some(self.dport),
+            netns: self.netns,
+            oldstate,
+            newstate,
+            reason,
+        }
+    }
+
+    /// A flow event as a line: TRACEPOINT PID COMM SADDR.SPORT > DADDR.DPORT DETAIL.
+    pub fn flow_line(
+        &self,
+        tracepoint: &str,
+        flow: Flow,
+        reasons: &dyn Fn(i32) -> String,
+    ) -> String {
+        let side = |addr: &[u8; 16], port: u16| {
+            let ip = ip_of(self.family, addr);
+            if port == 0 {
+                ip.to_string()
+            } else {
+                format!("{ip}.{port}")
+            }
+        };
+        let endpoints = if self.has_flow() {
+            format!(
+                "{} > {}",
+                side(&self.saddr, self.sport),
+                side(&self.daddr, self.dport)
+            )
+        } else {
+            "-".into()
+        };
+        let detail = match self.detail(flow, reasons) {
+            (Some(old), Some(new), _) => format!(" {old} -> {new}"),
+            (_, _, Some(reason)) => format!(" reason {reason}"),
+            _ => String::new(),
+        };
+        format!(
+            "{tracepoint:<22} {:<7} {:<16} {endpoints}{detail}",
+            self.pid,
+            self.comm()
+        )
+    }
+}
+
 pub const CONNECT_HEADER: &str = "PID     COMM             IP SADDR                                   DADDR                                   DPORT RET";
 
 /// A return value as shown: "0", an errno name, or "positive".
@@ -164,6 +317,56 @@ mod tests {
     fn connect_event_layout_matches_netprobe_h() {
         // struct np_connect_event: 84 bytes of fields, padded to 8.
         assert_eq!(std::mem::size_of::<ConnectEvent>(), 88);
+    }
+
+    #[test]
+    fn flow_events_read_as_tcpdump_and_ss_would() {
+        let mut ev = ConnectEvent {
+            family: 2,
+            sport: 40000,
+            dport: 9,
+            ret: (2 << 8) | 7,
+            ..Default::default()
+        };
+        ev.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.comm[..2].copy_from_slice(b"nc");
+        let reasons = |r: i32| format!("R{r}");
+        let line = ev.flow_line("inet_sock_set_state", Flow::State, &reasons);
+        assert!(
+            line.ends_with("127.0.0.1.40000 > 127.0.0.1.9 SYN_SENT -> CLOSE"),
+            "{line}"
+        );
+        let v = serde_json::to_value(ev.flow_json(
+            "inet_sock_set_state",
+            Flow::State,
+            SystemTime::UNIX_EPOCH,
+            &reasons,
+        ))
+        .unwrap();
+        assert_eq!(v["oldstate"], "SYN_SENT");
+        assert_eq!(v["newstate"], "CLOSE");
+        assert_eq!(v["dport"], 9);
+        ev.ret = 2;
+        let v = serde_json::to_value(ev.flow_json(
+            "kfree_skb",
+            Flow::SkbDrop,
+            SystemTime::UNIX_EPOCH,
+            &reasons,
+        ))
+        .unwrap();
+        assert_eq!(v["reason"], "R2");
+        assert!(v.get("oldstate").is_none());
+        // No flow (a packet that is not IP): no addresses.
+        ev.family = 0;
+        let v = serde_json::to_value(ev.flow_json(
+            "kfree_skb",
+            Flow::SkbDrop,
+            SystemTime::UNIX_EPOCH,
+            &reasons,
+        ))
+        .unwrap();
+        assert!(v.get("saddr").is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod events;
 mod targets;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
@@ -20,9 +21,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 
 pub use backend::fentry_support;
 use backend::{attach, choose_backend, open_and_load, Backend, Settings};
-use events::{return_label, ConnectEvent, FuncStats, CONNECT_HEADER};
-use targets::{connect_events, expand, Target};
-pub use targets::{connect_family, TRACEPOINT};
+use events::{return_label, ConnectEvent, Flow, FuncStats, CONNECT_HEADER};
+use targets::{connect_events, expand, TRACEPOINT as TP_PREFIX};
+pub use targets::{connect_family, flow_events, Target, TRACEPOINT};
 
 use crate::cli::KprobeArgs;
 use crate::console;
@@ -30,7 +31,7 @@ use crate::error::UsageError;
 use crate::kernel::counters::read_percpu;
 use crate::kernel::privilege;
 use crate::kernel::symbols::{traceable_functions, tracepoints};
-use crate::report::{latency_buckets, FunctionReport, Named, Snapshot, Source};
+use crate::report::{self, latency_buckets, FunctionReport, Named, Snapshot};
 use crate::session::runloop::RunLoop;
 use crate::session::{self, secs, Probe, Reporting};
 use crate::skel::kprobe::KprobeSkel;
@@ -45,15 +46,50 @@ struct Traced<'obj> {
 
 struct KprobeProbe<'obj> {
     traced: Vec<Traced<'obj>>,
-    backend: Backend,
+    /// The backends in use, `+`-joined when several.
+    backend: String,
     settings: Settings,
     ring: Option<RingBuffer<'static>>,
-    pending: Rc<RefCell<Vec<ConnectEvent>>>,
+    pending: Rc<RefCell<Vec<(Source, ConnectEvent)>>>,
+    /// The kernel's names of drop reasons, by value.
+    drop_reasons: HashMap<i32, String>,
     json: bool,
     out: BufWriter<io::Stdout>,
     header_printed: bool,
     attached_at: Instant,
     last: (Instant, Vec<u64>),
+}
+
+/// Where an event comes from: a connect function, or a tracepoint (as
+/// shown, `tp:NAME`) with a flow.
+#[derive(Clone)]
+enum Source {
+    Connect,
+    Flow(String, Flow),
+}
+
+/// The kernel's `enum skb_drop_reason`, value to name (`NO_SOCKET`), from
+/// kernel BTF; empty where the kernel has none.
+fn drop_reasons() -> HashMap<i32, String> {
+    let Ok(btf) = libbpf_rs::btf::Btf::from_vmlinux() else {
+        return HashMap::new();
+    };
+    let Some(reasons) = btf
+        .type_by_kind::<libbpf_rs::btf::types::Enum<'_>>()
+        .find(|e| e.name().and_then(|n| n.to_str()) == Some("skb_drop_reason"))
+    else {
+        return HashMap::new();
+    };
+    reasons
+        .iter()
+        .filter_map(|m| {
+            let name = m.name?.to_str()?;
+            Some((
+                m.value as i32,
+                name.trim_start_matches("SKB_DROP_REASON_").to_string(),
+            ))
+        })
+        .collect()
 }
 
 /// The wall time the monotonic clock (bpf_ktime_get_ns) counts from.
@@ -97,21 +133,37 @@ impl KprobeProbe<'_> {
     }
 
     fn print_events(&mut self) -> io::Result<()> {
-        let mut events: Vec<ConnectEvent> = self.pending.borrow_mut().drain(..).collect();
-        // One ring per function: in time order across them.
-        events.sort_by_key(|e| e.ts_ns);
+        let mut events: Vec<(Source, ConnectEvent)> = self.pending.borrow_mut().drain(..).collect();
+        // One ring per function or tracepoint: in time order across them.
+        events.sort_by_key(|(_, e)| e.ts_ns);
         let boot = boot_time();
-        for ev in events {
-            if self.json {
-                serde_json::to_writer(&mut self.out, &ev.json(boot))?;
-                self.out.write_all(b"\n")?;
-            } else {
-                if !self.header_printed {
-                    writeln!(self.out, "{CONNECT_HEADER}")?;
-                    self.header_printed = true;
+        let reasons = |r: i32| {
+            self.drop_reasons
+                .get(&r)
+                .cloned()
+                .unwrap_or_else(|| r.to_string())
+        };
+        for (source, ev) in events {
+            match (&source, self.json) {
+                (Source::Connect, true) => serde_json::to_writer(&mut self.out, &ev.json(boot))?,
+                (Source::Flow(tp, flow), true) => {
+                    let tp = tp.trim_start_matches(TP_PREFIX);
+                    serde_json::to_writer(&mut self.out, &ev.flow_json(tp, *flow, boot, &reasons))?
                 }
-                writeln!(self.out, "{}", ev.line())?;
+                (Source::Connect, false) => {
+                    if !self.header_printed {
+                        writeln!(self.out, "{CONNECT_HEADER}")?;
+                        self.header_printed = true;
+                    }
+                    write!(self.out, "{}", ev.line())?;
+                }
+                (Source::Flow(tp, flow), false) => write!(
+                    self.out,
+                    "{}",
+                    ev.flow_line(tp.trim_start_matches(TP_PREFIX), *flow, &reasons)
+                )?,
             }
+            self.out.write_all(b"\n")?;
         }
         self.out.flush()
     }
@@ -148,8 +200,8 @@ impl Probe for KprobeProbe<'_> {
         }
         self.last = (now, calls_now);
         Ok(Snapshot {
-            source: Source::Kprobe {
-                backend: self.backend.as_str(),
+            source: report::Source::Kprobe {
+                backend: self.backend.clone(),
             },
             time: SystemTime::now(),
             interval,
@@ -233,17 +285,27 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         filter_pid: args.pid.unwrap_or(0),
         filter_uid: args.uid,
         filter_port: args.port.unwrap_or(0),
+        flow: None,
     };
-    let settings_for = |t: &Target| match t {
-        Target::Function(_) => settings,
-        Target::Tracepoint(_) => Settings {
+    // A tracepoint with a flow goes through a BTF-typed program that reads
+    // its arguments; any other through a raw tracepoint that counts.
+    let settings_for = |t: &Target| match (t, flow_events(t)) {
+        (Target::Function(_), _) => settings,
+        (Target::Tracepoint(_), None) => Settings {
             backend: Backend::RawTracepoint,
+            ..settings
+        },
+        (Target::Tracepoint(_), flow) => Settings {
+            backend: Backend::BtfTracepoint,
+            flow,
             ..settings
         },
     };
 
     // Event lines own stdout; then the counters go to stderr at the end.
-    let has_events = targets.iter().any(|t| connect_events(t).is_some());
+    let has_events = targets
+        .iter()
+        .any(|t| connect_events(t).is_some() || flow_events(t).is_some());
     let events_as_lines = has_events && !args.output.json;
     // Signals are blocked before any thread starts, so every thread inherits it.
     let mut runloop = RunLoop::new(args.output.interval)?;
@@ -274,19 +336,22 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
             .with_context(|| format!("attaching to {}", t.function))?;
     }
     let pending = Rc::new(RefCell::new(Vec::new()));
-    let connect: Vec<&Traced<'_>> = traced
+    let emitting: Vec<(&Traced<'_>, Source)> = traced
         .iter()
-        .filter(|t| connect_events(&t.target).is_some())
+        .filter_map(|t| match (&t.target, flow_events(&t.target)) {
+            (_, Some(flow)) => Some((t, Source::Flow(t.function.clone(), flow))),
+            (target, None) => connect_events(target).map(|_| (t, Source::Connect)),
+        })
         .collect();
-    let ring = if connect.is_empty() {
+    let ring = if emitting.is_empty() {
         None
     } else {
         let mut builder = RingBufferBuilder::new();
-        for t in &connect {
+        for (t, source) in emitting {
             let sink = Rc::clone(&pending);
             builder.add(&t.skel.maps.events, move |data: &[u8]| {
                 if let Ok(ev) = plain::from_bytes::<ConnectEvent>(data) {
-                    sink.borrow_mut().push(*ev);
+                    sink.borrow_mut().push((source.clone(), *ev));
                 }
                 0
             })?;
@@ -296,9 +361,17 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
     if ring.is_some() {
         runloop.drain_every(args.event_delay);
     }
+    // The backends in use, in the order the targets came.
+    let mut backends: Vec<&'static str> = Vec::new();
+    for t in &targets {
+        let b = settings_for(t).backend.as_str();
+        if !backends.contains(&b) {
+            backends.push(b);
+        }
+    }
+    let backend = backends.join("+");
     console::note(format!(
-        "{} backend attached to {}; Ctrl-C to stop",
-        backend,
+        "{backend} backend attached to {}; Ctrl-C to stop",
         traced
             .iter()
             .map(|t| t.function.as_str())
@@ -310,6 +383,14 @@ pub fn run(args: &KprobeArgs) -> Result<()> {
         traced,
         backend,
         settings,
+        drop_reasons: if targets
+            .iter()
+            .any(|t| flow_events(t) == Some(Flow::SkbDrop))
+        {
+            drop_reasons()
+        } else {
+            HashMap::new()
+        },
         ring,
         pending,
         json: args.output.json,

@@ -5,6 +5,7 @@ use std::fmt;
 
 use anyhow::Result;
 
+use super::events::Flow;
 use crate::error::UsageError;
 use crate::kernel::symbols::{glob_match, FunctionList};
 
@@ -105,6 +106,28 @@ pub fn connect_family(function: &str) -> Option<u16> {
         .iter()
         .find(|(f, _)| *f == function)
         .map(|&(_, family)| family)
+}
+
+/// Tracepoints that carry a socket or a packet, and how their arguments are
+/// laid out: they give an event with the flow for every call.
+const FLOW_TRACEPOINTS: [(&str, Flow); 6] = [
+    ("tcp_retransmit_skb", Flow::SockSkb),
+    ("tcp_send_reset", Flow::SockSkb),
+    ("tcp_receive_reset", Flow::Sock),
+    ("inet_sock_set_state", Flow::State),
+    ("sock_exceed_buf_limit", Flow::Sock),
+    ("kfree_skb", Flow::SkbDrop),
+];
+
+/// Whether a target gives flow events, and their layout.
+pub fn flow_events(target: &Target) -> Option<Flow> {
+    match target {
+        Target::Tracepoint(name) => FLOW_TRACEPOINTS
+            .iter()
+            .find(|(tp, _)| tp == name)
+            .map(|&(_, flow)| flow),
+        Target::Function(_) => None,
+    }
 }
 
 /// The address family of a target's connect events, if it has them.

@@ -232,7 +232,7 @@ pub fn encode(s: &Snapshot) -> Result<String> {
         Source::Sockfilter { iface } => ("sockfilter", iface.as_str(), "", ""),
         Source::XdpReplay { replay } => ("xdp", replay.as_str(), "replay", ""),
         Source::SockfilterReplay { replay } => ("sockfilter", replay.as_str(), "replay", ""),
-        Source::Kprobe { backend } => ("kprobe", "", "", *backend),
+        Source::Kprobe { backend } => ("kprobe", "", "", backend.as_str()),
     };
     let info = IntGaugeVec::new(
         Opts::new(

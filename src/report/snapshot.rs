@@ -33,7 +33,8 @@ pub enum Source {
         replay: String,
     },
     Kprobe {
-        backend: &'static str,
+        /// The backends in use, `+`-joined when several (`fentry+tp_btf`).
+        backend: String,
     },
 }
 

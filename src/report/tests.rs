@@ -126,7 +126,9 @@ fn function_table_looks_like_funclatency() {
     let mut s = snapshot(true);
     s.protocols = None;
     s.verdicts = None;
-    s.source = Source::Kprobe { backend: "kprobe" };
+    s.source = Source::Kprobe {
+        backend: "kprobe".into(),
+    };
     let mut slots = [0u64; 64];
     slots[10] = 4;
     s.functions = Some(Named::new(vec![(
