@@ -337,35 +337,20 @@ mod tests {
             line.ends_with("127.0.0.1.40000 > 127.0.0.1.9 SYN_SENT -> CLOSE"),
             "{line}"
         );
-        let v = serde_json::to_value(ev.flow_json(
-            "inet_sock_set_state",
-            Flow::State,
-            SystemTime::UNIX_EPOCH,
-            &reasons,
-        ))
-        .unwrap();
+        let json = |ev: &ConnectEvent, tp: &str, flow: Flow| {
+            serde_json::to_value(ev.flow_json(tp, flow, SystemTime::UNIX_EPOCH, &reasons)).unwrap()
+        };
+        let v = json(&ev, "inet_sock_set_state", Flow::State);
         assert_eq!(v["oldstate"], "SYN_SENT");
         assert_eq!(v["newstate"], "CLOSE");
         assert_eq!(v["dport"], 9);
         ev.ret = 2;
-        let v = serde_json::to_value(ev.flow_json(
-            "kfree_skb",
-            Flow::SkbDrop,
-            SystemTime::UNIX_EPOCH,
-            &reasons,
-        ))
-        .unwrap();
+        let v = json(&ev, "kfree_skb", Flow::SkbDrop);
         assert_eq!(v["reason"], "R2");
         assert!(v.get("oldstate").is_none());
         // No flow (a packet that is not IP): no addresses.
         ev.family = 0;
-        let v = serde_json::to_value(ev.flow_json(
-            "kfree_skb",
-            Flow::SkbDrop,
-            SystemTime::UNIX_EPOCH,
-            &reasons,
-        ))
-        .unwrap();
+        let v = json(&ev, "kfree_skb", Flow::SkbDrop);
         assert!(v.get("saddr").is_none());
     }
 
