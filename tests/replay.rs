@@ -409,6 +409,23 @@ fn a_replayed_capture_is_trimmed_and_counted_as_live() {
         ],
     ));
     assert_eq!(v["captured"], 3);
+    // The rule as tcpdump takes its expression: trailing words.
+    let tcpdump_style = final_json(&run(
+        None,
+        &[
+            "sockfilter",
+            "--replay",
+            &file,
+            "--json",
+            "udp",
+            "and",
+            "dst",
+            "port",
+            "9",
+        ],
+    ));
+    assert_eq!(tcpdump_style["matched"], 5);
+    assert_eq!(tcpdump_style["rules"][0]["rule"], "udp and dst port 9");
     let mut r = CaptureReader::open(Path::new(&out_file)).unwrap();
     let mut n = 0;
     while let Some(f) = r.next_frame().unwrap() {

@@ -346,6 +346,12 @@ pub struct SockfilterArgs {
     #[arg(long = "filter", value_name = "RULE")]
     pub filter: Vec<String>,
 
+    /// A filter rule given as tcpdump takes its expression, after the options
+    /// (`netprobe sockfilter -i eth0 udp and port 53`): the words joined with
+    /// spaces, one more rule beside any --filter
+    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
+    pub expression: Vec<String>,
+
     /// Deliver at most the first N bytes of each frame (0: the whole frame)
     #[arg(short = 's', long = "snaplen", value_name = "N", default_value_t = 0)]
     pub snaplen: u32,
@@ -359,7 +365,7 @@ pub struct SockfilterArgs {
     pub count: Option<u64>,
 
     /// Deliver nothing, only count per protocol in the kernel (cheap on busy links)
-    #[arg(long, conflicts_with_all = ["write", "count", "filter"])]
+    #[arg(long, conflicts_with_all = ["write", "count", "filter", "expression"])]
     pub counts_only: bool,
 
     #[command(flatten)]

@@ -39,7 +39,11 @@ pub struct Delivery {
 impl<'obj> Loaded<'obj> {
     /// Checks the filter rules; nothing is loaded yet.
     pub fn rules(args: &SockfilterArgs) -> Result<Vec<Rule>> {
-        filter::parse_args(&args.filter, Action::Capture)
+        let mut rules = args.filter.clone();
+        if !args.expression.is_empty() {
+            rules.push(args.expression.join(" "));
+        }
+        filter::parse_args(&rules, Action::Capture)
     }
 
     /// Loads the filter (verifier included) and fills its rule tables.
