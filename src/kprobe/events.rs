@@ -79,15 +79,22 @@ fn ip_of(family: u16, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// A connect event as a JSON line.
+/// What every event says first: what it is, when, and who caused it.
 #[derive(Serialize)]
-pub struct ConnectJson {
-    event: &'static str,
+pub struct Caller {
+    event: String,
     time: String,
     pid: u32,
     tid: u32,
     comm: String,
     uid: u32,
+}
+
+/// A connect event as a JSON line.
+#[derive(Serialize)]
+pub struct ConnectJson {
+    #[serde(flatten)]
+    caller: Caller,
     ip: u8,
     saddr: String,
     daddr: String,
@@ -103,17 +110,24 @@ impl ConnectEvent {
         String::from_utf8_lossy(&self.comm[..len]).into_owned()
     }
 
-    /// The event as JSON; `boot` is the wall time the monotonic clock
-    /// (bpf_ktime_get_ns) counts from.
-    pub fn json(&self, boot: SystemTime) -> ConnectJson {
-        ConnectJson {
-            event: "connect",
+    /// The event's `event` name and its caller; `boot` is the wall time
+    /// the monotonic clock (bpf_ktime_get_ns) counts from.
+    fn caller(&self, event: &str, boot: SystemTime) -> Caller {
+        Caller {
+            event: event.to_string(),
             time: humantime::format_rfc3339_micros(boot + Duration::from_nanos(self.ts_ns))
                 .to_string(),
             pid: self.pid,
             tid: self.tid,
             comm: self.comm(),
             uid: self.uid,
+        }
+    }
+
+    /// The event as JSON; see [`ConnectEvent::caller`] for `boot`.
+    pub fn json(&self, boot: SystemTime) -> ConnectJson {
+        ConnectJson {
+            caller: self.caller("connect", boot),
             ip: if self.family == 10 { 6 } else { 4 },
             saddr: ip_of(self.family, &self.saddr).to_string(),
             daddr: ip_of(self.family, &self.daddr).to_string(),
@@ -182,12 +196,8 @@ fn tcp_state(n: i32) -> String {
 /// A flow event (a tracepoint with a socket or a packet) as a JSON line.
 #[derive(Serialize)]
 pub struct FlowJson {
-    event: String,
-    time: String,
-    pid: u32,
-    tid: u32,
-    comm: String,
-    uid: u32,
+    #[serde(flatten)]
+    caller: Caller,
     #[serde(skip_serializing_if = "Option::is_none")]
     ip: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,13 +252,7 @@ impl ConnectEvent {
         let flowing = self.has_flow();
         let (oldstate, newstate, reason) = self.detail(flow, reasons);
         FlowJson {
-            event: tracepoint.to_string(),
-            time: humantime::format_rfc3339_micros(boot + Duration::from_nanos(self.ts_ns))
-                .to_string(),
-            pid: self.pid,
-            tid: self.tid,
-            comm: self.comm(),
-            uid: self.uid,
+            caller: self.caller(tracepoint, boot),
             ip: flowing.then_some(if self.family == 10 { 6 } else { 4 }),
             saddr: flowing.then(|| ip_of(self.family, &self.saddr).to_string()),
             daddr: flowing.then(|| ip_of(self.family, &self.daddr).to_string()),
