@@ -601,6 +601,51 @@ fn tracepoints_by_name_count_exactly() {
     );
 }
 
+/// `--port` filters the flow events of a tracepoint as it does connect
+/// events; the calls are still all counted. Refused connects to port 19
+/// come first, so an event that slipped through would be among the first 9.
+#[test]
+fn port_filters_tracepoint_flow_events() {
+    common::require_root();
+    let looper = connect_loop();
+    let mut np = Running::start(
+        None,
+        &[
+            "kprobe",
+            "tp:tcp_receive_reset",
+            "--port",
+            "9",
+            "-u",
+            "4244",
+            "--json",
+        ],
+    );
+    for port in ["19", "9"] {
+        let status = Command::new("setpriv")
+            .args(["--reuid=4244", "--regid=4244", "--clear-groups"])
+            .arg(&looper)
+            .args(["9", port])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let _ = std::fs::remove_file(&looper);
+    let events = self::events_of(&mut np, 9);
+    assert!(
+        events.iter().all(|e| e["dport"] == 9 && e["uid"] == 4244),
+        "{events:?}"
+    );
+    let (code, last) = np.stop(Signal::SIGINT);
+    assert_eq!(code, Some(0));
+    let last = last.unwrap();
+    assert_eq!(
+        last["functions"]["tp:tcp_receive_reset"]["calls"], 18,
+        "{last}"
+    );
+    assert_eq!(last["events_lost"], 0, "{last}");
+}
+
 /// The next `n` event lines on stdout (any tracepoint), in order.
 fn events_of(np: &mut Running, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -352,6 +352,11 @@ int tp_flow(unsigned long long *ctx)
 		np_fill_from_skb(ev, (struct sk_buff *)ctx[1]);
 	}
 	ev->has_ret = 1;
+	/* --port: the flow's destination port is known only once it is read. */
+	if (filter_port && ev->dport != filter_port) {
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
 	np_event_submit(st, ev);
 	return 0;
 }

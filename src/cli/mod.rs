@@ -153,7 +153,7 @@ pub struct KprobeArgs {
     #[arg(short = 'u', long = "uid", value_name = "UID")]
     pub uid: Option<u32>,
 
-    /// Only connect events to destination port N
+    /// Only events (connects, and flows of tp:NAME) to destination port N
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
 
