@@ -382,6 +382,49 @@ fn frames_are_written_by_verdict_as_the_program_left_them() {
     assert_eq!(reply[14 + 20], 0, "an echo reply");
 }
 
+/// A protocol before a port (`tcp port 9`) narrows it as in libpcap: the
+/// frames matched are the frames `tcpdump -r` prints for the same words.
+#[test]
+fn protocol_qualified_ports_match_as_tcpdump_reads_them() {
+    common::require_root();
+    let dir = TempDir::new("replay");
+    let file = dir.path("in.pcap");
+    let mut frames = Vec::new();
+    for (frame, n) in [
+        (udp4_frame(9, 20), 5),
+        (tcp4_frame(9, 0), 4),
+        (udp6_frame(10, 20), 3),
+        (tcp6_frame(10, 0), 2),
+        (icmp6_frame(16), 1),
+        (arp_frame(), 1),
+    ] {
+        frames.extend(std::iter::repeat_n(frame, n));
+    }
+    write_pcap(&file, &frames, Duration::from_millis(1));
+    for expression in [
+        "tcp port 9",
+        "udp port 9",
+        "udp dst port 10",
+        "tcp src port 40000",
+        "tcp portrange 9-10",
+        "ip6 and udp dst portrange 1-10",
+        "udp src port 9",
+    ] {
+        let words: Vec<&str> = expression.split(' ').collect();
+        let tcpdump = Command::new("tcpdump")
+            .args(["-nr", &file])
+            .args(&words)
+            .output()
+            .expect("tcpdump");
+        assert!(tcpdump.status.success(), "{expression}: {tcpdump:?}");
+        let want = String::from_utf8_lossy(&tcpdump.stdout).lines().count();
+        let mut args = vec!["sockfilter", "--replay", &file, "--json"];
+        args.extend(&words);
+        let v = final_json(&run(None, &args));
+        assert_eq!(v["matched"], want, "{expression}");
+    }
+}
+
 /// sockfilter: -s trims what is written, -c stops at a count.
 #[test]
 fn a_replayed_capture_is_trimmed_and_counted_as_live() {

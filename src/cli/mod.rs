@@ -212,9 +212,10 @@ Rules (--drop, --rules-file, --match), tcpdump-flavoured:
   rule      := primitive [and primitive]...      ('&&' is 'and')
   primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
              | [src|dst] host ADDR   | [src|dst] net CIDR
-             | [src|dst] port N      | [src|dst] portrange N-M
+             | [tcp|udp] [src|dst] port N | [tcp|udp] [src|dst] portrange N-M
   Without src/dst, host/net/port/portrange match either direction. ADDR and CIDR are IPv4 or
-  IPv6; host and net also match the sender and target of ARP; ports match TCP and UDP.
+  IPv6; host and net also match the sender and target of ARP; ports match TCP and UDP, and
+  'tcp port 80' is 'tcp and port 80'.
   Several rules mean OR; a packet counts for the first rule it matches (drop rules before
   --match rules). There is no 'or' or 'not': give alternatives as separate rules.
 

@@ -5,8 +5,11 @@
 //! rule      := primitive ("and" primitive)*
 //! primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
 //!            | [src|dst] host ADDR | [src|dst] net CIDR
-//!            | [src|dst] port N    | [src|dst] portrange N-M
+//!            | [tcp|udp] [src|dst] port N | [tcp|udp] [src|dst] portrange N-M
 //! ```
+//!
+//! As in libpcap, `tcp port 80` is `tcp and port 80`: a port matches TCP
+//! and UDP, and the protocol before it narrows it to one.
 use std::fmt;
 use std::net::IpAddr;
 
@@ -214,6 +217,14 @@ fn conjoin(a: &Conjunction, b: &Conjunction) -> Option<Conjunction> {
     })
 }
 
+/// Whether the words begin a `[src|dst] port` or `portrange` primitive.
+fn starts_port(words: &[Word<'_>]) -> bool {
+    let at = usize::from(matches!(words[0].text, "src" | "dst"));
+    words
+        .get(at)
+        .is_some_and(|w| matches!(w.text, "port" | "portrange"))
+}
+
 /// Parses and validates one rule. The empty rule matches every packet.
 pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     let err = |message: String, column: Option<usize>| RuleError {
@@ -232,11 +243,14 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     }
     let words = words(text);
     let mut alternatives = vec![Conjunction::default()];
+    // The last primitive was tcp or udp, which may qualify a port after it.
+    let mut qualifies_port = false;
     let mut i = 0;
     while i < words.len() {
         if i > 0 {
             match words[i].text {
                 "and" | "&&" => i += 1,
+                _ if qualifies_port && starts_port(&words[i..]) => {}
                 "or" | "||" => {
                     return Err(err(
                         "'or' is not supported: give each alternative as its own rule".into(),
@@ -370,6 +384,7 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
                 ))
             }
         };
+        qualifies_port = matches!(word.text, "tcp" | "udp");
         let mut next = Vec::new();
         for a in &alternatives {
             for b in &alts {

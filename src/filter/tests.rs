@@ -35,6 +35,30 @@ fn parses_every_primitive() {
     assert_eq!(drop_rule("  tcp   and  port 80 ").text, "tcp and port 80");
 }
 
+/// libpcap's `tcp port 80` is `tcp and port 80`: the protocol narrows the
+/// port, which alone matches TCP and UDP.
+#[test]
+fn a_protocol_qualifies_the_port_after_it() {
+    for (qualified, spelled_out) in [
+        ("tcp port 80", "tcp and port 80"),
+        ("udp src port 53", "udp and src port 53"),
+        (
+            "tcp dst portrange 1000-2000",
+            "tcp and dst portrange 1000-2000",
+        ),
+        (
+            "host 198.18.0.1 and udp port 53",
+            "host 198.18.0.1 and udp and port 53",
+        ),
+    ] {
+        assert_eq!(
+            drop_rule(qualified).alternatives,
+            drop_rule(spelled_out).alternatives,
+            "{qualified}"
+        );
+    }
+}
+
 #[test]
 fn either_direction_expands() {
     assert_eq!(drop_rule("host 198.18.0.1").alternatives.len(), 2);
@@ -64,7 +88,10 @@ fn errors_name_the_word_and_column() {
     );
     assert!(error("udp and frob").contains("unknown word 'frob'"));
     assert!(error("udp and frob").ends_with("at column 9"));
-    assert!(error("tcp port 80").contains("expected 'and' before 'port' at column 5"));
+    assert!(error("tcp host 1.1.1.1").contains("expected 'and' before 'host' at column 5"));
+    assert!(error("tcp port 80 port 81").contains("expected 'and' before 'port' at column 13"));
+    assert!(error("icmp port 80").contains("expected 'and' before 'port' at column 6"));
+    assert!(error("tcp src").contains("expected 'and' before 'src' at column 5"));
     assert!(error("tcp and").contains("ends after 'and'"));
     assert!(error("host").contains("'host' needs a value"));
     assert!(error("host 1.2.3").contains("'1.2.3' is not an IPv4 or IPv6 address at column 6"));
