@@ -418,8 +418,10 @@ fn protocol_qualified_ports_match_as_tcpdump_reads_them() {
             .expect("tcpdump");
         assert!(tcpdump.status.success(), "{expression}: {tcpdump:?}");
         let want = String::from_utf8_lossy(&tcpdump.stdout).lines().count();
-        let mut args = vec!["sockfilter", "--replay", &file, "--json"];
+        // Options may follow the expression, as tcpdump takes them.
+        let mut args = vec!["sockfilter", "--replay", &file];
         args.extend(&words);
+        args.push("--json");
         let v = final_json(&run(None, &args));
         assert_eq!(v["matched"], want, "{expression}");
     }

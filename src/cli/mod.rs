@@ -347,10 +347,10 @@ pub struct SockfilterArgs {
     #[arg(long = "filter", value_name = "RULE")]
     pub filter: Vec<String>,
 
-    /// A filter rule given as tcpdump takes its expression, after the options
+    /// A filter rule given as tcpdump takes its expression, among the options
     /// (`netprobe sockfilter -i eth0 udp and port 53`): the words joined with
     /// spaces, one more rule beside any --filter
-    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
+    #[arg(value_name = "EXPRESSION")]
     pub expression: Vec<String>,
 
     /// Deliver at most the first N bytes of each frame (0: the whole frame)
