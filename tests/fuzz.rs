@@ -644,6 +644,7 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
         rules: Some(Capacity {
             rules: 64,
             entries: 1 << 16,
+            programs: 64,
         }),
         ..Default::default()
     };

@@ -47,6 +47,7 @@ fn with_rules(texts: &[&str], opts: LoadOptions, f: impl FnOnce(&SockfilterSkel<
     let cap = Capacity {
         rules: 16,
         entries: 256,
+        programs: 64,
     };
     let mut storage = MaybeUninit::uninit();
     let skel = load(

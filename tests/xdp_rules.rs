@@ -51,6 +51,7 @@ fn rules_options() -> LoadOptions {
         rules: Some(Capacity {
             rules: 64,
             entries: 4096,
+            programs: 64,
         }),
         ..Default::default()
     }
@@ -91,6 +92,7 @@ fn every_primitive_matches_and_misses_for_ipv4_and_ipv6() {
     let mut state = RuleState::new(Capacity {
         rules: 64,
         entries: 4096,
+        programs: 64,
     });
 
     let other4 = Ipv4Addr::new(203, 0, 113, 7);
@@ -337,6 +339,7 @@ fn reload_swaps_the_whole_rule_set() {
     let mut state = RuleState::new(Capacity {
         rules: 64,
         entries: 4096,
+        programs: 64,
     });
     let udp9 = udp4_frame(9, 0);
     let udp10 = udp4_frame(10, 0);
@@ -377,6 +380,7 @@ fn dry_run_passes_and_counts_would_drop() {
     let mut state = RuleState::new(Capacity {
         rules: 64,
         entries: 4096,
+        programs: 64,
     });
     install(&skel, &mut state, &parse_all(&["udp"], Action::Drop));
     let frame = udp4_frame(9, 0);
@@ -403,6 +407,7 @@ fn redirect_rules_pick_the_devmap() {
     let mut state = RuleState::new(Capacity {
         rules: 64,
         entries: 4096,
+        programs: 64,
     });
     let mut rules = parse_all(&["udp and dst port 9"], Action::Drop);
     rules.extend(parse_all(&["udp"], Action::Redirect));

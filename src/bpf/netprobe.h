@@ -56,10 +56,26 @@ struct np_stats {
  * once per packet, so a reload that fills the other generation and then
  * flips `rules_active` is seen whole or not at all. */
 #define NP_MAX_SHAPES 64
+/* Rules matched by a libpcap program instead of the tables (cbpf.h). */
+#define NP_MAX_PROGRAMS 64
+#define NP_PROGRAM_INSNS 512
+/* Bytes of a frame a libpcap program can read (a power of two), and room
+ * after them for the widest header read at the last offset. */
+#define NP_FRAME_COPY 4096
+#define NP_FRAME_SLACK 64
+
+/* The link-layer class rules match on (after up to two VLAN tags); the
+ * first three share their values with enum np_l3. */
+enum np_match_l3 {
+	NP_MATCH_IPV4 = 0,
+	NP_MATCH_IPV6 = 1,
+	NP_MATCH_ARP = 2,
+	NP_MATCH_RARP = 3,
+};
 
 enum np_shape_bits {
 	NP_SHAPE_L3 = 1,
-	NP_SHAPE_L4 = 2,
+	NP_SHAPE_PROTO = 2,
 	NP_SHAPE_SRC = 4,
 	NP_SHAPE_DST = 8,
 	NP_SHAPE_SPORT = 16,
@@ -95,8 +111,8 @@ struct np_port_key {
 struct np_shape_key {
 	__u8 gen;
 	__u8 shape;
-	__u8 l3;
-	__u8 l4;
+	__u8 l3;    /* enum np_match_l3 */
+	__u8 proto; /* IP protocol number */
 	__u32 src;
 	__u32 dst;
 	__u32 sport;
@@ -111,7 +127,31 @@ struct np_rule_ref {
 struct np_rules_config {
 	__u32 n_shapes;
 	__u32 fields; /* the OR of all shapes: which lookups are needed at all */
+	__u32 n_programs;
+	__u32 pad;
 	__u8 shape[NP_MAX_SHAPES];
+};
+
+/* A classic BPF instruction (struct sock_filter). */
+struct np_cbpf_insn {
+	__u16 code;
+	__u8 jt;
+	__u8 jf;
+	__u32 k;
+};
+
+/* One rule as the program libpcap compiled for it. Slots are filled in
+ * rule order. */
+struct np_program {
+	__u32 rule;   /* index in the rule list */
+	__u32 action; /* enum np_action */
+	__u32 len;    /* instructions */
+	__u32 pad;
+	struct np_cbpf_insn insn[NP_PROGRAM_INSNS];
+};
+
+struct np_frame_copy {
+	__u8 data[NP_FRAME_COPY + NP_FRAME_SLACK];
 };
 
 /* An address of either family, for per-source counters and own addresses. */

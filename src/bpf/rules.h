@@ -2,11 +2,13 @@
 /* The rule matcher shared by every hook that filters frames. The tables
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
  * there for why this is one trie lookup per field plus one hash lookup per
- * shape, whatever the number of rules. Needs parse.h first. */
+ * shape, whatever the number of rules; rules the tables cannot hold run as
+ * libpcap programs (cbpf.h). Needs parse.h first. */
 #ifndef NETPROBE_RULES_H
 #define NETPROBE_RULES_H
 
 #include "netprobe.h"
+#include "cbpf.h"
 
 /* Capacities are set by user space before load. */
 struct {
@@ -60,18 +62,30 @@ struct {
 /* Rules per generation: the stride of rule_stats. */
 const volatile __u32 max_rules = 1;
 
-/* The trie class of the address at `off`: 0 when no rule prefix covers it. */
-static __always_inline __u32 np_addr_class(struct np_ctx *c, const struct np_packet *p, __u8 gen,
-					   __u32 off)
+/* Reads `size` (1 or 2) bytes at `off`, big-endian; false past the end. */
+static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, __u32 *out)
+{
+	__u8 buf[2], *b = np_ptr(c, off, size, buf);
+
+	if (!b)
+		return false;
+	*out = size == 1 ? b[0] : (__u32)b[0] << 8 | b[1];
+	return true;
+}
+
+/* The trie class of the address of `family` at `off`: 0 when the frame
+ * ends before it or no rule prefix covers it. */
+static __always_inline __u32 np_addr_class(struct np_ctx *c, __u8 gen, __u8 family, __u32 off)
 {
 	struct np_addr_key key = {
-		.prefixlen = 16 + (p->family == 4 ? 32 : 128),
+		.prefixlen = 16 + (family == 4 ? 32 : 128),
 		.gen = gen,
-		.family = p->family,
+		.family = family,
 	};
+	struct np_packet p = { .family = family };
 	__u32 *class;
 
-	if (np_load_addr(c, p, off, key.addr))
+	if (np_load_addr(c, &p, off, key.addr))
 		return 0;
 	class = bpf_map_lookup_elem(&addr_trie, &key);
 	return class ? *class : 0;
@@ -91,15 +105,159 @@ static __always_inline __u32 np_port_class(struct np_ctx *c, __u8 gen, __u32 off
 	return class ? *class : 0;
 }
 
-/* The first rule the packet matches, counted in rule_stats; NONE if none. */
-static __always_inline __u32 np_match(struct np_ctx *c, const struct np_packet *p, __u32 len)
+/* What the tables match a frame on. Fields are read where libpcap's
+ * programs read them, with no check that the headers are well formed, so
+ * that a rule the tables hold matches exactly what tcpdump's filter for it
+ * matches; the one difference is that up to two VLAN tags are looked
+ * through. A field the frame ends before is absent, and a shape needing an
+ * absent field (or one no rule prefix covers) is never probed. */
+struct np_fields {
+	__u32 found; /* NP_SHAPE_* bits of the fields present */
+	__u32 src, dst, sport, dport; /* trie classes */
+	__u8 l3;    /* enum np_match_l3 */
+	__u8 proto; /* IP protocol */
+};
+
+#define NP_ETH_P_RARP 0x8035
+#define NP_IPPROTO_SCTP 132
+
+static __always_inline bool np_has_ports(__u32 proto)
 {
-	__u32 zero = 0, src = 0, dst = 0, sport = 0, dport = 0, gen, fields, idx, i;
-	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
+	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
+}
+
+static __always_inline void np_match_fields(struct np_ctx *c, __u8 gen, __u32 fields,
+					    struct np_fields *f)
+{
+	__u32 type, l = 12, v, frag, ihl, ports = 0, saddr, daddr;
+	__u8 family;
+	int i;
+
+	__builtin_memset(f, 0, sizeof(*f));
+	if (!np_load_be(c, l, 2, &type))
+		return;
+	for (i = 0; i < NP_MAX_VLAN_TAGS; i++) {
+		if (type != NP_ETH_P_8021Q && type != NP_ETH_P_8021AD)
+			break;
+		l += 4;
+		if (!np_load_be(c, l, 2, &type))
+			return;
+	}
+	l += 2; /* the network header */
+	if (type == NP_ETH_P_IP) {
+		f->l3 = NP_MATCH_IPV4;
+		family = 4;
+		saddr = l + 12;
+		daddr = l + 16;
+		if (np_load_be(c, l + 9, 1, &v)) {
+			f->proto = v;
+			f->found |= NP_SHAPE_PROTO;
+			/* A port is read only from a first fragment, after an
+			 * IHL libpcap does not check. */
+			if (fields & (NP_SHAPE_SPORT | NP_SHAPE_DPORT) && np_has_ports(v) &&
+			    np_load_be(c, l + 6, 2, &frag) && !(frag & 0x1fff) &&
+			    np_load_be(c, l, 1, &ihl))
+				ports = l + (ihl & 0xf) * 4;
+		}
+	} else if (type == NP_ETH_P_IPV6) {
+		f->l3 = NP_MATCH_IPV6;
+		family = 6;
+		saddr = l + 8;
+		daddr = l + 24;
+		if (np_load_be(c, l + 6, 1, &v)) {
+			/* libpcap's protocol test looks through one fragment
+			 * header; its port test does not. */
+			if (np_has_ports(v))
+				ports = l + 40;
+			if (v != NP_IPPROTO_FRAGMENT || np_load_be(c, l + 40, 1, &v)) {
+				f->proto = v;
+				f->found |= NP_SHAPE_PROTO;
+			}
+		}
+	} else if (type == NP_ETH_P_ARP || type == NP_ETH_P_RARP) {
+		f->l3 = type == NP_ETH_P_ARP ? NP_MATCH_ARP : NP_MATCH_RARP;
+		family = 4;
+		saddr = l + 14;
+		daddr = l + 24;
+	} else {
+		return;
+	}
+	f->found |= NP_SHAPE_L3;
+	if (fields & NP_SHAPE_SRC && (f->src = np_addr_class(c, gen, family, saddr)))
+		f->found |= NP_SHAPE_SRC;
+	if (fields & NP_SHAPE_DST && (f->dst = np_addr_class(c, gen, family, daddr)))
+		f->found |= NP_SHAPE_DST;
+	if (!ports)
+		return;
+	if (fields & NP_SHAPE_SPORT && (f->sport = np_port_class(c, gen, ports)))
+		f->found |= NP_SHAPE_SPORT;
+	if (fields & NP_SHAPE_DPORT && (f->dport = np_port_class(c, gen, ports + 2)))
+		f->found |= NP_SHAPE_DPORT;
+}
+
+/* The shape loop's state: bpf_loop() calls np_probe_shape once per shape,
+ * so the verifier checks one iteration, not one per shape and per way
+ * np_match_fields() can end. */
+struct np_shape_probe {
+	struct np_fields f;
+	struct np_rule_ref best;
+	__u32 gen;
+};
+
+/* Probes shape `i` if the frame has every field it needs. */
+static long np_probe_shape(__u64 i, void *data)
+{
+	struct np_shape_probe *sp = data;
+	const struct np_fields *f = &sp->f;
 	struct np_rules_config *cfg;
 	struct np_shape_key key;
 	struct np_rule_ref *ref;
+	__u8 shape;
+
+	cfg = bpf_map_lookup_elem(&rules_config, &sp->gen);
+	if (!cfg || i >= NP_MAX_SHAPES || i >= cfg->n_shapes)
+		return 1;
+	shape = cfg->shape[i];
+	if (shape & ~f->found)
+		return 0;
+	key.gen = sp->gen;
+	key.shape = shape;
+	key.l3 = shape & NP_SHAPE_L3 ? f->l3 : 0;
+	key.proto = shape & NP_SHAPE_PROTO ? f->proto : 0;
+	key.src = shape & NP_SHAPE_SRC ? f->src : 0;
+	key.dst = shape & NP_SHAPE_DST ? f->dst : 0;
+	key.sport = shape & NP_SHAPE_SPORT ? f->sport : 0;
+	key.dport = shape & NP_SHAPE_DPORT ? f->dport : 0;
+	ref = bpf_map_lookup_elem(&shape_table, &key);
+	if (ref && ref->rule < sp->best.rule)
+		sp->best = *ref;
+	return 0;
+}
+
+/* The first rule the tables match: one hash lookup per shape whose fields
+ * the frame has. */
+static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u32 gen,
+							  const struct np_rules_config *cfg)
+{
+	struct np_shape_probe sp = {
+		.best = { .rule = ~0U, .action = NP_ACTION_NONE },
+		.gen = gen,
+	};
+
+	np_match_fields(c, gen, cfg->fields, &sp.f);
+	bpf_loop(NP_MAX_SHAPES, np_probe_shape, &sp, 0);
+	return sp.best;
+}
+
+/* The first rule the packet matches, counted in rule_stats; NONE if none.
+ * Programs run in rule order, and only those of rules before the tables'
+ * match. */
+static __always_inline __u32 np_match(struct np_ctx *c, __u32 len)
+{
+	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
+	struct np_rules_config *cfg;
 	struct np_counter *hits;
+	__u32 zero = 0, gen, idx, n, caplen;
 	__u32 *active;
 
 	active = bpf_map_lookup_elem(&rules_active, &zero);
@@ -107,38 +265,16 @@ static __always_inline __u32 np_match(struct np_ctx *c, const struct np_packet *
 		return NP_ACTION_NONE;
 	gen = *active & 1;
 	cfg = bpf_map_lookup_elem(&rules_config, &gen);
-	if (!cfg || !cfg->n_shapes)
+	if (!cfg)
 		return NP_ACTION_NONE;
-	fields = cfg->fields;
-	if (p->family) {
-		if (fields & NP_SHAPE_SRC)
-			src = np_addr_class(c, p, gen, np_saddr_off(p));
-		if (fields & NP_SHAPE_DST)
-			dst = np_addr_class(c, p, gen, np_daddr_off(p));
-	}
-	if (p->l4 == NP_L4_TCP || p->l4 == NP_L4_UDP) {
-		if (fields & NP_SHAPE_SPORT)
-			sport = np_port_class(c, gen, p->l4_off);
-		if (fields & NP_SHAPE_DPORT)
-			dport = np_port_class(c, gen, p->l4_off + 2);
-	}
-	for (i = 0; i < NP_MAX_SHAPES; i++) {
-		__u8 shape;
-
-		if (i >= cfg->n_shapes)
-			break;
-		shape = cfg->shape[i];
-		key.gen = gen;
-		key.shape = shape;
-		key.l3 = shape & NP_SHAPE_L3 ? p->l3 : 0;
-		key.l4 = shape & NP_SHAPE_L4 ? p->l4 : 0;
-		key.src = shape & NP_SHAPE_SRC ? src : 0;
-		key.dst = shape & NP_SHAPE_DST ? dst : 0;
-		key.sport = shape & NP_SHAPE_SPORT ? sport : 0;
-		key.dport = shape & NP_SHAPE_DPORT ? dport : 0;
-		ref = bpf_map_lookup_elem(&shape_table, &key);
-		if (ref && ref->rule < best.rule)
-			best = *ref;
+	if (cfg->n_shapes)
+		best = np_match_tables(c, gen, cfg);
+	n = cfg->n_programs;
+	if (n && n <= NP_MAX_PROGRAMS) {
+		caplen = np_snapshot(c, len);
+		if (caplen)
+			np_cbpf_first(gen * max_programs, gen * max_programs + n - 1, best.rule,
+				      caplen, len, &best);
 	}
 	if (best.action == NP_ACTION_NONE)
 		return NP_ACTION_NONE;

@@ -5,22 +5,70 @@
  * matches or under --counts-only, otherwise the first `snaplen` bytes. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include "netprobe.h"
 
-/* A socket filter has no direct packet access: headers are copied out with
- * bpf_skb_load_bytes(). See parse.h for the contract. */
+/* A socket filter has no direct packet access: the frame's head is copied
+ * once into frame_copy, with the VLAN tag the kernel took off into the
+ * packet's metadata put back in place, so that the parser, the rules and
+ * libpcap programs see the frame as it was on the wire, as XDP sees it.
+ * See parse.h for the contract. */
 struct np_ctx {
-	struct __sk_buff *skb;
+	struct np_frame_copy *frame;
+	__u32 caplen; /* bytes in frame */
+	__u32 len;    /* the frame's length, the tag included */
 };
 
 static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void *buf)
 {
-	if (bpf_skb_load_bytes(c->skb, off, buf, len))
+	if (off + len > c->caplen)
 		return NULL;
-	return buf;
+	/* A no-op, as caplen <= NP_FRAME_COPY; it bounds the offset for the
+	 * verifier, and the slack after the copy covers `len`. */
+	return c->frame->data + (off & (NP_FRAME_COPY - 1));
+}
+
+/* Already copied: see np_copy_frame(). */
+static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
+{
+	return c->caplen;
 }
 
 #include "parse.h"
 #include "rules.h"
+
+#define NP_VLAN_HLEN 4
+#define NP_ETH_ADDRS 12 /* destination and source MAC */
+
+/* Fills frame_copy from the socket buffer; false if that fails. */
+static __always_inline bool np_copy_frame(struct __sk_buff *skb, struct np_ctx *c)
+{
+	__u32 zero = 0, n, tag = skb->vlan_present ? NP_VLAN_HLEN : 0;
+	__u8 *d;
+
+	c->frame = bpf_map_lookup_elem(&frame_copy, &zero);
+	if (!c->frame)
+		return false;
+	d = c->frame->data;
+	c->len = skb->len + tag;
+	n = skb->len;
+	if (n > NP_FRAME_COPY - NP_VLAN_HLEN)
+		n = NP_FRAME_COPY - NP_VLAN_HLEN;
+	if (!tag || n < NP_ETH_ADDRS) {
+		c->caplen = n;
+		return n && !bpf_skb_load_bytes(skb, 0, d, np_copy_len(n));
+	}
+	if (bpf_skb_load_bytes(skb, 0, d, NP_ETH_ADDRS))
+		return false;
+	/* vlan_proto is kept in network order, the TCI in host order. */
+	*(__u16 *)(d + NP_ETH_ADDRS) = (__u16)skb->vlan_proto;
+	*(__u16 *)(d + NP_ETH_ADDRS + 2) = __builtin_bswap16((__u16)skb->vlan_tci);
+	c->caplen = n + tag;
+	n -= NP_ETH_ADDRS;
+	if (n && bpf_skb_load_bytes(skb, NP_ETH_ADDRS, d + NP_ETH_ADDRS + NP_VLAN_HLEN,
+				    np_copy_len(n)))
+		return false;
+	return true;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -34,31 +82,40 @@ const volatile bool rules_enabled = false;
 const volatile bool counts_only = false;
 const volatile __u32 snaplen = 0xffffffff;
 
-/* A global function, verified once on its own (see xdp.bpf.c). */
-__noinline int np_match_rules(struct __sk_buff *skb, struct np_packet *p, __u32 len)
+/* A global function, verified once on its own (see xdp.bpf.c); the frame
+ * is already in frame_copy, `caplen` bytes of it. */
+__noinline int np_match_rules(__u32 caplen, __u32 len)
 {
-	struct np_ctx c = { .skb = skb };
+	__u32 zero = 0;
+	struct np_ctx c = {
+		.frame = bpf_map_lookup_elem(&frame_copy, &zero),
+		.caplen = caplen,
+		.len = len,
+	};
 
-	if (!p)
+	if (!c.frame)
 		return NP_ACTION_NONE;
-	return np_match(&c, p, len);
+	return np_match(&c, len);
 }
 
 SEC("socket")
 int sockfilter_netprobe(struct __sk_buff *skb)
 {
-	struct np_ctx c = { .skb = skb };
-	__u32 len = skb->len;
+	struct np_ctx c;
+	__u32 len;
 	struct np_packet pkt;
 	struct np_stats *st;
 	struct np_counter *cell;
 	__u32 verdict = NP_VERDICT_PASS;
 	__u32 zero = 0;
 
+	if (!np_copy_frame(skb, &c))
+		return 0;
+	len = c.len;
 	np_parse(&c, &pkt, len);
 	if (counts_only)
 		verdict = NP_VERDICT_DROP;
-	else if (rules_enabled && np_match_rules(skb, &pkt, len) == NP_ACTION_NONE)
+	else if (rules_enabled && np_match_rules(c.caplen, len) == NP_ACTION_NONE)
 		verdict = NP_VERDICT_DROP;
 
 	st = bpf_map_lookup_elem(&sock_stats, &zero);

@@ -7,6 +7,7 @@
 struct np_ctx {
 	void *data;
 	void *data_end;
+	struct xdp_md *xdp;
 };
 
 /* Largest offset the parser may read at; bounds pointer arithmetic for the
@@ -18,6 +19,7 @@ static __always_inline struct np_ctx np_ctx_of(struct xdp_md *ctx)
 	struct np_ctx c = {
 		.data = (void *)(long)ctx->data,
 		.data_end = (void *)(long)ctx->data_end,
+		.xdp = ctx,
 	};
 	return c;
 }
@@ -36,7 +38,26 @@ static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void
 
 #include "parse.h"
 
+struct np_frame_copy;
+static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
+
 #include "rules.h"
+
+/* Copies the frame's head into frame_copy for a libpcap program (cbpf.h). */
+static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
+{
+	struct np_frame_copy *f;
+	__u32 zero = 0, n = len;
+
+	f = bpf_map_lookup_elem(&frame_copy, &zero);
+	if (!f)
+		return 0;
+	if (n > NP_FRAME_COPY)
+		n = NP_FRAME_COPY;
+	if (n < 1 || bpf_xdp_load_bytes(c->xdp, 0, f->data, np_copy_len(n)))
+		return 0;
+	return n;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -71,13 +92,13 @@ struct {
 
 /* A global function: the verifier checks it once, on its own, instead of
  * once for every path through the parser that reaches it. */
-__noinline int np_match_rules(struct xdp_md *ctx, struct np_packet *p, __u32 len)
+__noinline int np_match_rules(struct xdp_md *ctx, __u32 len)
 {
 	struct np_ctx c = np_ctx_of(ctx);
 
-	if (!p)
+	if (!ctx)
 		return NP_ACTION_NONE;
-	return np_match(&c, p, len);
+	return np_match(&c, len);
 }
 
 /* Settings fixed at load time. */
@@ -205,7 +226,7 @@ static __always_inline int np_xdp(struct xdp_md *ctx, const bool actions)
 	np_parse(&c, &pkt, len);
 
 	if (actions && rules_enabled) {
-		switch (np_match_rules(ctx, &pkt, len)) {
+		switch (np_match_rules(ctx, len)) {
 		case NP_ACTION_DROP:
 			if (dry_run)
 				would_drop = true;

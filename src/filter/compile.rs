@@ -5,21 +5,25 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::model::{
-    Action, PacketFields, PortRange, Prefix, Rule, L4_NONE, L4_TCP, L4_UDP, SHAPE_DPORT, SHAPE_DST,
-    SHAPE_L3, SHAPE_L4, SHAPE_SPORT, SHAPE_SRC,
+    Action, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3, SHAPE_PROTO,
+    SHAPE_SPORT, SHAPE_SRC,
 };
+use super::pcap::Insn;
 
 /// Distinct shapes a rule set may use; each costs one hash lookup per packet.
 pub const MAX_SHAPES: usize = 64;
 /// Hash entries a rule set may compile into.
 pub const MAX_ENTRIES: usize = 4 << 20;
+/// Rules a rule set may hold as libpcap programs (`NP_MAX_PROGRAMS`): each
+/// costs its run time on every packet that no earlier rule matched.
+pub const MAX_PROGRAMS: usize = 64;
 
 /// The key of one hash entry: a shape and the trie results it constrains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShapeKey {
     pub shape: u8,
     pub l3: u8,
-    pub l4: u8,
+    pub proto: u8,
     pub src: u32,
     pub dst: u32,
     pub sport: u32,
@@ -44,6 +48,8 @@ pub struct Compiled {
     /// Shapes in use, in the order the program tries them.
     pub shapes: Vec<u8>,
     pub entries: HashMap<ShapeKey, RuleRef>,
+    /// Rules matched by their libpcap program, in rule order.
+    pub programs: Vec<(RuleRef, Vec<Insn>)>,
 }
 
 /// Prefixes indexed so that "all prefixes inside P" is a range scan:
@@ -163,7 +169,7 @@ impl Compiled {
                             let key = ShapeKey {
                                 shape,
                                 l3: c.l3.unwrap_or(0),
-                                l4: c.l4.unwrap_or(0),
+                                proto: c.proto.unwrap_or(0),
                                 src: s,
                                 dst: d,
                                 sport: sp,
@@ -185,6 +191,24 @@ impl Compiled {
                 }
             }
         }
+        let programs: Vec<(RuleRef, Vec<Insn>)> = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let rule = RuleRef {
+                    rule: i as u32,
+                    action: r.action,
+                };
+                r.program.clone().map(|p| (rule, p))
+            })
+            .collect();
+        if programs.len() > MAX_PROGRAMS {
+            return Err(format!(
+                "{} rules need libpcap's compiler (not, or, vlan, ether, packet data...); \
+                 netprobe runs at most {MAX_PROGRAMS} such rules, and any number of the others",
+                programs.len()
+            ));
+        }
         let mut shape_order: Vec<(usize, u8)> = shapes.into_iter().map(|(s, o)| (o, s)).collect();
         shape_order.sort();
         Ok(Compiled {
@@ -192,10 +216,12 @@ impl Compiled {
             port_classes: port_index.classes(),
             shapes: shape_order.into_iter().map(|(_, s)| s).collect(),
             entries,
+            programs,
         })
     }
 
-    /// What the BPF matcher does, in Rust: the first rule a packet matches.
+    /// What the BPF tables do, in Rust: the first table rule a packet with
+    /// these fields matches (programs are not run here).
     pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
         let addr_class = |addr: Option<[u8; 16]>| -> u32 {
             addr.and_then(|a| {
@@ -208,33 +234,50 @@ impl Compiled {
             .unwrap_or(0)
         };
         let port_class = |port: Option<u16>| -> u32 {
-            port.filter(|_| matches!(p.l4, Some(L4_TCP | L4_UDP)))
-                .and_then(|port| {
-                    self.port_classes
-                        .iter()
-                        .filter(|((first, len), _)| {
-                            let (_, s, e) = block_range(*first, *len);
-                            (s..=e).contains(&u128::from(port))
-                        })
-                        .max_by_key(|((_, len), _)| *len)
-                        .map(|(_, class)| *class)
-                })
+            port.and_then(|port| {
+                self.port_classes
+                    .iter()
+                    .filter(|((first, len), _)| {
+                        let (_, s, e) = block_range(*first, *len);
+                        (s..=e).contains(&u128::from(port))
+                    })
+                    .max_by_key(|((_, len), _)| *len)
+                    .map(|(_, class)| *class)
+            })
+            .unwrap_or(0)
+        };
+        let classes = [
+            (SHAPE_L3, p.l3.map(u32::from)),
+            (SHAPE_PROTO, p.proto.map(u32::from)),
+            (SHAPE_SRC, Some(addr_class(p.saddr)).filter(|c| *c != 0)),
+            (SHAPE_DST, Some(addr_class(p.daddr)).filter(|c| *c != 0)),
+            (SHAPE_SPORT, Some(port_class(p.sport)).filter(|c| *c != 0)),
+            (SHAPE_DPORT, Some(port_class(p.dport)).filter(|c| *c != 0)),
+        ];
+        let found = classes
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .fold(0u8, |acc, (bit, _)| acc | bit);
+        let value = |bit: u8| {
+            classes
+                .iter()
+                .find(|(b, _)| *b == bit)
+                .and_then(|(_, v)| *v)
                 .unwrap_or(0)
         };
-        let (src, dst) = (addr_class(p.saddr), addr_class(p.daddr));
-        let (sport, dport) = (port_class(p.sport), port_class(p.dport));
         self.shapes
             .iter()
+            .filter(|&&shape| shape & !found == 0)
             .filter_map(|&shape| {
-                let pick = |bit: u8, v: u32| if shape & bit != 0 { v } else { 0 };
+                let pick = |bit: u8| if shape & bit != 0 { value(bit) } else { 0 };
                 let key = ShapeKey {
                     shape,
-                    l3: pick(SHAPE_L3, u32::from(p.l3)) as u8,
-                    l4: pick(SHAPE_L4, u32::from(p.l4.unwrap_or(L4_NONE))) as u8,
-                    src: pick(SHAPE_SRC, src),
-                    dst: pick(SHAPE_DST, dst),
-                    sport: pick(SHAPE_SPORT, sport),
-                    dport: pick(SHAPE_DPORT, dport),
+                    l3: pick(SHAPE_L3) as u8,
+                    proto: pick(SHAPE_PROTO) as u8,
+                    src: pick(SHAPE_SRC),
+                    dst: pick(SHAPE_DST),
+                    sport: pick(SHAPE_SPORT),
+                    dport: pick(SHAPE_DPORT),
                 };
                 self.entries.get(&key).copied()
             })

@@ -14,9 +14,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::model::{
-    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L4_ICMP, L4_ICMPV6,
-    L4_TCP, L4_UDP,
+    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
+use super::pcap;
 
 /// The longest rule taken, in bytes.
 pub const MAX_RULE_BYTES: usize = 64 << 10;
@@ -209,7 +210,7 @@ fn conjoin(a: &Conjunction, b: &Conjunction) -> Option<Conjunction> {
     }
     Some(Conjunction {
         l3: same(a.l3, b.l3)?,
-        l4: same(a.l4, b.l4)?,
+        proto: same(a.proto, b.proto)?,
         src: narrower(a.src, b.src)?,
         dst: narrower(a.dst, b.dst)?,
         sport: overlap(a.sport, b.sport)?,
@@ -226,6 +227,9 @@ fn starts_port(words: &[Word<'_>]) -> bool {
 }
 
 /// Parses and validates one rule. The empty rule matches every packet.
+///
+/// A rule the tables can hold becomes table alternatives; any other is
+/// compiled by libpcap, which then also decides whether it is valid.
 pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     let err = |message: String, column: Option<usize>| RuleError {
         rule: text.to_string(),
@@ -241,6 +245,51 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
             None,
         ));
     }
+    let (alternatives, program) = match table_alternatives(text) {
+        Ok(alternatives) => (alternatives, None),
+        Err(table_error) => match pcap::compile(text) {
+            Ok(program) => {
+                pcap::validate(&program).map_err(|m| err(m, None))?;
+                (Vec::new(), Some(program))
+            }
+            Err(m) if m == pcap::MISSING => {
+                return Err(err(
+                    format!("{}; {m}", table_error.message),
+                    table_error.column,
+                ))
+            }
+            Err(m) => {
+                let column = quoted_word_column(text, &m).or(table_error.column);
+                return Err(err(m, column));
+            }
+        },
+    };
+    Ok(Rule {
+        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        action,
+        alternatives,
+        program,
+    })
+}
+
+/// The column of the word a libpcap message quotes ('word'), if the rule
+/// has that word.
+fn quoted_word_column(text: &str, message: &str) -> Option<usize> {
+    let quoted = message.split('\'').nth(1)?;
+    words(text)
+        .iter()
+        .find(|w| w.text == quoted || w.text.contains(quoted))
+        .map(|w| w.column)
+}
+
+/// The rule as alternatives of the tables' fields; `Err` when it uses
+/// anything else, or can never match.
+fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleError> {
+    let err = |message: String, column: Option<usize>| RuleError {
+        rule: text.to_string(),
+        message,
+        column,
+    };
     let words = words(text);
     let mut alternatives = vec![Conjunction::default()];
     // The last primitive was tcp or udp, which may qualify a port after it.
@@ -253,7 +302,7 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
                 _ if qualifies_port && starts_port(&words[i..]) => {}
                 "or" | "||" => {
                     return Err(err(
-                        "'or' is not supported: give each alternative as its own rule".into(),
+                        "'or' is beyond the tables' language".into(),
                         Some(words[i].column),
                     ))
                 }
@@ -300,19 +349,23 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
             }
         }
         let word = &words[i];
-        let proto = |l3: Option<u8>, l4: Option<u8>| {
+        let proto = |l3: Option<u8>, proto: Option<u8>| {
             vec![Conjunction {
                 l3,
-                l4,
+                proto,
                 ..Default::default()
             }]
         };
+        // As libpcap reads them: tcp, udp and sctp over IPv4 or IPv6, icmp
+        // over IPv4 only, icmp6 over IPv6 only.
         let alts = match word.text {
-            "tcp" => proto(None, Some(L4_TCP)),
-            "udp" => proto(None, Some(L4_UDP)),
-            "icmp" => proto(None, Some(L4_ICMP)),
-            "icmp6" => proto(None, Some(L4_ICMPV6)),
+            "tcp" => proto(None, Some(PROTO_TCP)),
+            "udp" => proto(None, Some(PROTO_UDP)),
+            "sctp" => proto(None, Some(PROTO_SCTP)),
+            "icmp" => proto(Some(L3_IPV4), Some(PROTO_ICMP)),
+            "icmp6" => proto(Some(L3_IPV6), Some(PROTO_ICMPV6)),
             "arp" => proto(Some(L3_ARP), None),
+            "rarp" => proto(Some(L3_RARP), None),
             "ip" => proto(Some(L3_IPV4), None),
             "ip6" => proto(Some(L3_IPV6), None),
             "host" | "net" | "port" | "portrange" => {
@@ -372,19 +425,19 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
                 }
             }
             "not" | "!" => {
-                return Err(err("'not' is not supported".into(), Some(word.column)));
+                return Err(err("'not' is beyond the tables' language".into(), Some(word.column)));
             }
             other => {
                 return Err(err(
                     format!(
-                        "unknown word '{other}' (expected tcp, udp, icmp, icmp6, arp, ip, ip6, \
-                         [src|dst] host, net, port or portrange)"
+                        "'{other}' is beyond the tables' language (tcp, udp, sctp, icmp, icmp6, \
+                         arp, rarp, ip, ip6, [src|dst] host, net, port or portrange)"
                     ),
                     Some(word.column),
                 ))
             }
         };
-        qualifies_port = matches!(word.text, "tcp" | "udp");
+        qualifies_port = matches!(word.text, "tcp" | "udp" | "sctp");
         let mut next = Vec::new();
         for a in &alternatives {
             for b in &alts {
@@ -424,11 +477,7 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
             None,
         ));
     }
-    Ok(Rule {
-        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
-        action,
-        alternatives,
-    })
+    Ok(alternatives)
 }
 
 /// The line that says a rules file holds no rules on purpose. A file with

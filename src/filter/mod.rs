@@ -19,6 +19,7 @@
 pub mod compile;
 pub mod grammar;
 pub mod model;
+pub mod pcap;
 pub mod tables;
 #[cfg(test)]
 mod tests;

@@ -4,20 +4,23 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// `enum np_l3` values.
+use super::pcap::Insn;
+
+/// `enum np_match_l3` values: the EtherType after up to two VLAN tags.
 pub const L3_IPV4: u8 = 0;
 pub const L3_IPV6: u8 = 1;
 pub const L3_ARP: u8 = 2;
-/// `enum np_l4` values.
-pub const L4_TCP: u8 = 0;
-pub const L4_UDP: u8 = 1;
-pub const L4_ICMP: u8 = 2;
-pub const L4_ICMPV6: u8 = 3;
-pub const L4_NONE: u8 = 4;
+pub const L3_RARP: u8 = 3;
+/// IP protocol numbers.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
 
 /// Shape bits: which fields an alternative constrains (`NP_SHAPE_*`).
 pub const SHAPE_L3: u8 = 1;
-pub const SHAPE_L4: u8 = 2;
+pub const SHAPE_PROTO: u8 = 2;
 pub const SHAPE_SRC: u8 = 4;
 pub const SHAPE_DST: u8 = 8;
 pub const SHAPE_SPORT: u8 = 16;
@@ -148,7 +151,8 @@ impl PortRange {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Conjunction {
     pub l3: Option<u8>,
-    pub l4: Option<u8>,
+    /// IP protocol, as libpcap's `ip proto` and `ip6 proto` read it.
+    pub proto: Option<u8>,
     pub src: Option<Prefix>,
     pub dst: Option<Prefix>,
     pub sport: Option<PortRange>,
@@ -159,7 +163,7 @@ impl Conjunction {
     pub fn shape(&self) -> u8 {
         [
             (self.l3.is_some(), SHAPE_L3),
-            (self.l4.is_some(), SHAPE_L4),
+            (self.proto.is_some(), SHAPE_PROTO),
             (self.src.is_some(), SHAPE_SRC),
             (self.dst.is_some(), SHAPE_DST),
             (self.sport.is_some(), SHAPE_SPORT),
@@ -170,33 +174,28 @@ impl Conjunction {
         .fold(0, |acc, (_, bit)| acc | bit)
     }
 
-    /// Adds the implications between fields and checks they agree; `Err`
-    /// says why no packet can match.
-    pub(super) fn normalize(mut self) -> Result<Conjunction, String> {
-        let implied_l3 = match self.l4 {
-            Some(L4_ICMP) => Some(L3_IPV4),
-            Some(L4_ICMPV6) => Some(L3_IPV6),
-            _ => None,
-        };
-        if let Some(l3) = implied_l3 {
-            match self.l3 {
-                Some(have) if have != l3 => return Err("icmp needs ip, icmp6 needs ip6".into()),
-                _ => self.l3 = Some(l3),
+    /// Checks that some packet can match; `Err` says why none can.
+    pub(super) fn normalize(self) -> Result<Conjunction, String> {
+        let link_only = matches!(self.l3, Some(L3_ARP | L3_RARP));
+        if self.sport.is_some() || self.dport.is_some() {
+            if link_only {
+                return Err("arp and rarp have no ports".into());
+            }
+            if self
+                .proto
+                .is_some_and(|p| !matches!(p, PROTO_TCP | PROTO_UDP | PROTO_SCTP))
+            {
+                return Err("ports are TCP, UDP and SCTP only".into());
             }
         }
-        let has_ports = self.sport.is_some() || self.dport.is_some();
-        if has_ports {
-            match self.l4 {
-                Some(L4_ICMP | L4_ICMPV6) => return Err("icmp has no ports".into()),
-                _ if self.l3 == Some(L3_ARP) => return Err("arp has no ports".into()),
-                _ => {}
-            }
+        if link_only && self.proto.is_some() {
+            return Err("arp and rarp have no IP protocol".into());
         }
         for prefix in [self.src, self.dst].into_iter().flatten() {
             let fits = match self.l3 {
                 Some(L3_IPV6) => prefix.family == 6,
-                Some(L3_IPV4 | L3_ARP) => prefix.family == 4,
-                _ => true,
+                Some(_) => prefix.family == 4,
+                None => true,
             };
             if !fits {
                 return Err(format!("{prefix} does not fit the protocol"));
@@ -206,9 +205,6 @@ impl Conjunction {
             if a.family != b.family {
                 return Err("source and destination are of different address families".into());
             }
-        }
-        if self.l3 == Some(L3_ARP) && self.l4.is_some() {
-            return Err("arp has no transport protocol".into());
         }
         Ok(self)
     }
@@ -223,8 +219,8 @@ impl Conjunction {
             None => true,
             Some(r) => have.is_some_and(|port| r.lo <= port && port <= r.hi),
         };
-        self.l3.is_none_or(|l3| p.l3 == l3)
-            && self.l4.is_none_or(|l4| p.l4 == Some(l4))
+        self.l3.is_none_or(|l3| p.l3 == Some(l3))
+            && self.proto.is_none_or(|proto| p.proto == Some(proto))
             && addr_ok(self.src, p.saddr)
             && addr_ok(self.dst, p.daddr)
             && port_ok(self.sport, p.sport)
@@ -232,20 +228,22 @@ impl Conjunction {
     }
 }
 
-/// A parsed rule: its text, its action, and the alternatives it matches.
+/// A parsed rule: its text, its action, and what it matches: the
+/// alternatives the tables hold, or else the program libpcap compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub text: String,
     pub action: Action,
     pub alternatives: Vec<Conjunction>,
+    pub program: Option<Vec<Insn>>,
 }
 
-/// The fields of one packet that rules look at (the reference model of
-/// what the BPF parser extracts).
+/// The fields of one packet that the tables look at, each `None` when the
+/// frame lacks it (the reference model of rules.h's np_match_fields).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketFields {
-    pub l3: u8,
-    pub l4: Option<u8>,
+    pub l3: Option<u8>,
+    pub proto: Option<u8>,
     pub family: u8,
     pub saddr: Option<[u8; 16]>,
     pub daddr: Option<[u8; 16]>,

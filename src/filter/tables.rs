@@ -11,8 +11,9 @@
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::compile::{Compiled, MAX_SHAPES};
+use super::compile::{Compiled, MAX_PROGRAMS, MAX_SHAPES};
 use super::model::Rule;
+use super::pcap::{Insn, MAX_INSNS};
 use crate::kernel::counters::{sum_percpu, Counter};
 
 /// `struct np_addr_key`.
@@ -43,7 +44,7 @@ struct ShapeKey {
     gen: u8,
     shape: u8,
     l3: u8,
-    l4: u8,
+    proto: u8,
     src: u32,
     dst: u32,
     sport: u32,
@@ -64,7 +65,20 @@ struct RuleRef {
 struct RulesConfig {
     n_shapes: u32,
     fields: u32,
+    n_programs: u32,
+    pad: u32,
     shape: [u8; MAX_SHAPES],
+}
+
+/// `struct np_program`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Program {
+    rule: u32,
+    action: u32,
+    len: u32,
+    pad: u32,
+    insn: [Insn; MAX_INSNS],
 }
 
 // SAFETY: plain integers and byte arrays with explicit padding fields.
@@ -73,6 +87,7 @@ unsafe impl plain::Plain for PortKey {}
 unsafe impl plain::Plain for ShapeKey {}
 unsafe impl plain::Plain for RuleRef {}
 unsafe impl plain::Plain for RulesConfig {}
+unsafe impl plain::Plain for Program {}
 
 const _: () = {
     use crate::skel::xdp::types;
@@ -82,6 +97,7 @@ const _: () = {
     assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
     assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
     assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
+    assert!(size_of::<Program>() == size_of::<types::np_program>());
 };
 
 fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
@@ -97,6 +113,7 @@ pub struct RuleTables<'a, M: MapCore> {
     pub rules_config: &'a M,
     pub rules_active: &'a M,
     pub rule_stats: &'a M,
+    pub programs: &'a M,
 }
 
 /// The rule tables of any loaded skeleton whose program includes `rules.h`.
@@ -110,16 +127,19 @@ macro_rules! rule_tables {
             rules_config: &$skel.maps.rules_config,
             rules_active: &$skel.maps.rules_active,
             rule_stats: &$skel.maps.rule_stats,
+            programs: &$skel.maps.programs,
         }
     };
 }
 
 /// Sizes the rule tables of an open skeleton, before load; its program's
-/// `max_rules` must be set to `capacity.rules` too.
+/// `max_rules` and `max_programs` must be set to `capacity.rules` and
+/// `capacity.programs` too.
 #[macro_export]
 macro_rules! size_rule_tables {
     ($maps:expr, $capacity:expr) => {{
         let cap: $crate::filter::tables::Capacity = $capacity;
+        $maps.programs.set_max_entries(2 * cap.programs)?;
         $maps.addr_trie.set_max_entries(cap.entries)?;
         $maps.port_trie.set_max_entries(cap.entries)?;
         $maps.shape_table.set_max_entries(cap.entries)?;
@@ -134,6 +154,8 @@ pub struct Capacity {
     pub rules: u32,
     /// Entries per table, both generations together.
     pub entries: u32,
+    /// Program slots per generation.
+    pub programs: u32,
 }
 
 impl Capacity {
@@ -150,8 +172,20 @@ impl Capacity {
         Capacity {
             rules: (rules.len() * grow).max(floor) as u32,
             entries: (2 * largest * grow).max(floor) as u32,
+            programs: if reloadable {
+                MAX_PROGRAMS
+            } else {
+                compiled.programs.len().max(1)
+            } as u32,
         }
     }
+
+    /// The smallest tables, for a program loaded without rules.
+    pub const NONE: Capacity = Capacity {
+        rules: 1,
+        entries: 1,
+        programs: 1,
+    };
 }
 
 /// What one generation holds, to clear it before it is reused.
@@ -199,6 +233,7 @@ impl RuleState {
             || compiled.entries.len() + other.shape_keys.len() > cap.entries as usize
             || compiled.addr_classes.len() + other.addr_keys.len() > cap.entries as usize
             || compiled.port_classes.len() + other.port_keys.len() > cap.entries as usize
+            || compiled.programs.len() > cap.programs as usize
         {
             bail!(
                 "the new rule set ({} rules, {} table entries) does not fit the tables netprobe \
@@ -244,7 +279,7 @@ impl RuleState {
                 gen,
                 shape: k.shape,
                 l3: k.l3,
-                l4: k.l4,
+                proto: k.proto,
                 src: k.src,
                 dst: k.dst,
                 sport: k.sport,
@@ -259,9 +294,25 @@ impl RuleState {
                 .context("writing the rule table")?;
             written.shape_keys.push(key);
         }
+        for (slot, (rule, insns)) in compiled.programs.iter().enumerate() {
+            let mut program = Program {
+                rule: rule.rule,
+                action: rule.action as u32,
+                len: insns.len() as u32,
+                pad: 0,
+                insn: [Insn::default(); MAX_INSNS],
+            };
+            program.insn[..insns.len()].copy_from_slice(insns);
+            let index = u32::from(gen) * cap.programs + slot as u32;
+            maps.programs
+                .update(&index.to_ne_bytes(), bytes(&program), MapFlags::ANY)
+                .context("writing a rule's program")?;
+        }
         let mut config = RulesConfig {
             n_shapes: compiled.shapes.len() as u32,
             fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
+            n_programs: compiled.programs.len() as u32,
+            pad: 0,
             shape: [0; MAX_SHAPES],
         };
         config.shape[..compiled.shapes.len()].copy_from_slice(&compiled.shapes);

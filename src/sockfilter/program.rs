@@ -40,11 +40,9 @@ pub fn load<'obj>(
     } else {
         opts.snaplen
     };
-    let cap = opts.rules.unwrap_or(Capacity {
-        rules: 1,
-        entries: 1,
-    });
+    let cap = opts.rules.unwrap_or(Capacity::NONE);
     rodata.max_rules = cap.rules;
+    rodata.max_programs = cap.programs;
     crate::size_rule_tables!(open.maps, cap);
     open.load()
         .context("loading the socket filter into the kernel")

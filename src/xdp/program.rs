@@ -51,11 +51,9 @@ pub fn load<'obj>(
     rodata.reply_icmp = opts.reply_icmp;
     rodata.count_sources = opts.count_sources;
     let actions = needs_actions(opts.rules.is_some(), opts.reply_icmp, opts.count_sources);
-    let cap = opts.rules.unwrap_or(Capacity {
-        rules: 1,
-        entries: 1,
-    });
+    let cap = opts.rules.unwrap_or(Capacity::NONE);
     rodata.max_rules = cap.rules;
+    rodata.max_programs = cap.programs;
     crate::size_rule_tables!(open.maps, cap);
     let maps = &mut open.maps;
     maps.top_sources.set_max_entries(if opts.count_sources {

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* A classic BPF interpreter: runs the program libpcap compiled for a rule
+ * that the tables cannot hold (`not`, `or`, `vlan`, `ether`, byte tests...)
+ * over a copy of the frame, so that such a rule matches exactly what
+ * tcpdump's filter matches. User space (src/filter/pcap.rs) checks every
+ * program before it is written here: known opcodes, jumps inside the
+ * program, scratch slots below 16, a return at the end. Classic BPF only
+ * jumps forward, so a program of N instructions runs at most N steps.
+ *
+ * The including hook defines
+ *   static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
+ * which copies the frame's first bytes into the per-CPU `frame_copy` and
+ * returns how many it copied. Needs netprobe.h. */
+#ifndef NETPROBE_CBPF_H
+#define NETPROBE_CBPF_H
+
+#include "netprobe.h"
+
+/* Programs per generation; index: generation * max_programs + slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_program);
+} programs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_frame_copy);
+} frame_copy SEC(".maps");
+
+const volatile __u32 max_programs = 1;
+
+/* `n` (1 to NP_FRAME_COPY) unchanged, in a form the verifier can bound
+ * for a helper's size argument: the barrier keeps the compiler from
+ * folding the mask away with what it knows of `n`. */
+static __always_inline __u32 np_copy_len(__u32 n)
+{
+	asm volatile("" : "+r"(n));
+	return ((n - 1) & (NP_FRAME_COPY - 1)) + 1;
+}
+
+/* Classic BPF opcode fields (linux/filter.h). */
+#define NP_BPF_CLASS(c) ((c) & 0x07)
+#define NP_BPF_SIZE(c) ((c) & 0x18)
+#define NP_BPF_MODE(c) ((c) & 0xe0)
+#define NP_BPF_OP(c) ((c) & 0xf0)
+#define NP_BPF_SRC(c) ((c) & 0x08)
+#define NP_BPF_RVAL(c) ((c) & 0x18)
+#define NP_BPF_MISCOP(c) ((c) & 0xf8)
+
+/* The machine's state between steps: bpf_loop() calls np_cbpf_step once
+ * per instruction, across all the programs to run, so that the verifier
+ * checks one loop. */
+struct np_cbpf_vm {
+	__u32 key;     /* the running program's slot in `programs` */
+	__u32 last;    /* the last slot to run */
+	__u32 before;  /* run only programs of rules before this one */
+	__u32 rule;    /* the rule whose program matched, if `result` */
+	__u32 action;
+	__u32 pc;
+	__u32 a;
+	__u32 x;
+	__u32 mem[16];
+	__u32 caplen;  /* bytes of the frame in frame_copy */
+	__u32 wirelen; /* the frame's length: what `len` loads */
+	__u32 result;  /* what the program returned; 0: no match */
+};
+
+/* The running program returned `result` (0 when a load failed): stops on
+ * a match, else goes on with the next program; returns 1 to stop. */
+static __always_inline long np_cbpf_end(struct np_cbpf_vm *vm, __u32 result)
+{
+	const struct np_program *next;
+	int i;
+
+	if (result) {
+		vm->result = result;
+		return 1;
+	}
+	if (vm->key >= vm->last)
+		return 1;
+	vm->key++;
+	next = bpf_map_lookup_elem(&programs, &vm->key);
+	if (!next || next->rule >= vm->before)
+		return 1;
+	vm->pc = 0;
+	vm->a = 0;
+	vm->x = 0;
+	for (i = 0; i < 16; i++)
+		vm->mem[i] = 0;
+	return 0;
+}
+
+/* Loads `size` (1, 2 or 4) bytes at `off`, big-endian; false when they lie
+ * beyond the copied frame, which ends the program with 0 as in the kernel
+ * and in libpcap. */
+static __always_inline bool np_cbpf_load(const struct np_cbpf_vm *vm, __u64 off, __u32 size,
+					 __u32 *out)
+{
+	struct np_frame_copy *f;
+	__u32 zero = 0;
+	__u8 *p;
+
+	if (off + size > vm->caplen || off > NP_FRAME_COPY - 4)
+		return false;
+	f = bpf_map_lookup_elem(&frame_copy, &zero);
+	if (!f)
+		return false;
+	p = f->data + off;
+	if (size == 1)
+		*out = p[0];
+	else if (size == 2)
+		*out = (__u32)p[0] << 8 | p[1];
+	else
+		*out = (__u32)p[0] << 24 | (__u32)p[1] << 16 | (__u32)p[2] << 8 | p[3];
+	return true;
+}
+
+static __always_inline __u32 np_cbpf_size(__u16 code)
+{
+	switch (NP_BPF_SIZE(code)) {
+	case 0x00: /* BPF_W */
+		return 4;
+	case 0x08: /* BPF_H */
+		return 2;
+	default: /* BPF_B */
+		return 1;
+	}
+}
+
+/* One instruction; returns 1 when no program is left to run. */
+static long np_cbpf_step(__u64 index, void *data)
+{
+	struct np_cbpf_vm *vm = data;
+	const struct np_program *prog;
+	const struct np_cbpf_insn *in;
+	__u32 pc = vm->pc, v = 0, operand;
+	__u16 code;
+
+	prog = bpf_map_lookup_elem(&programs, &vm->key);
+	if (!prog || pc >= NP_PROGRAM_INSNS || pc >= prog->len)
+		return 1;
+	vm->rule = prog->rule;
+	vm->action = prog->action;
+	in = &prog->insn[pc];
+	code = in->code;
+	vm->pc = pc + 1;
+	switch (NP_BPF_CLASS(code)) {
+	case 0x00: /* BPF_LD */
+		switch (NP_BPF_MODE(code)) {
+		case 0x00: /* BPF_IMM */
+			vm->a = in->k;
+			return 0;
+		case 0x20: /* BPF_ABS */
+			if (!np_cbpf_load(vm, in->k, np_cbpf_size(code), &v))
+				return np_cbpf_end(vm, 0);
+			vm->a = v;
+			return 0;
+		case 0x40: /* BPF_IND */
+			if (!np_cbpf_load(vm, (__u64)vm->x + in->k, np_cbpf_size(code), &v))
+				return np_cbpf_end(vm, 0);
+			vm->a = v;
+			return 0;
+		case 0x60: /* BPF_MEM */
+			vm->a = vm->mem[in->k & 15];
+			return 0;
+		case 0x80: /* BPF_LEN */
+			vm->a = vm->wirelen;
+			return 0;
+		}
+		return np_cbpf_end(vm, 0);
+	case 0x01: /* BPF_LDX */
+		switch (NP_BPF_MODE(code)) {
+		case 0x00:
+			vm->x = in->k;
+			return 0;
+		case 0x60:
+			vm->x = vm->mem[in->k & 15];
+			return 0;
+		case 0x80:
+			vm->x = vm->wirelen;
+			return 0;
+		case 0xa0: /* BPF_MSH: 4 * (P[k] & 0xf) */
+			if (!np_cbpf_load(vm, in->k, 1, &v))
+				return np_cbpf_end(vm, 0);
+			vm->x = (v & 0xf) << 2;
+			return 0;
+		}
+		return np_cbpf_end(vm, 0);
+	case 0x02: /* BPF_ST */
+		vm->mem[in->k & 15] = vm->a;
+		return 0;
+	case 0x03: /* BPF_STX */
+		vm->mem[in->k & 15] = vm->x;
+		return 0;
+	case 0x04: /* BPF_ALU */
+		operand = NP_BPF_SRC(code) ? vm->x : in->k;
+		switch (NP_BPF_OP(code)) {
+		case 0x00:
+			vm->a += operand;
+			return 0;
+		case 0x10:
+			vm->a -= operand;
+			return 0;
+		case 0x20:
+			vm->a *= operand;
+			return 0;
+		case 0x30:
+			if (!operand)
+				return np_cbpf_end(vm, 0);
+			vm->a /= operand;
+			return 0;
+		case 0x40:
+			vm->a |= operand;
+			return 0;
+		case 0x50:
+			vm->a &= operand;
+			return 0;
+		case 0x60:
+			vm->a = operand < 32 ? vm->a << operand : 0;
+			return 0;
+		case 0x70:
+			vm->a = operand < 32 ? vm->a >> operand : 0;
+			return 0;
+		case 0x80:
+			vm->a = -vm->a;
+			return 0;
+		case 0x90:
+			if (!operand)
+				return np_cbpf_end(vm, 0);
+			vm->a %= operand;
+			return 0;
+		case 0xa0:
+			vm->a ^= operand;
+			return 0;
+		}
+		return np_cbpf_end(vm, 0);
+	case 0x05: /* BPF_JMP */
+		operand = NP_BPF_SRC(code) ? vm->x : in->k;
+		switch (NP_BPF_OP(code)) {
+		case 0x00: /* BPF_JA */
+			vm->pc += in->k;
+			return 0;
+		case 0x10:
+			vm->pc += vm->a == operand ? in->jt : in->jf;
+			return 0;
+		case 0x20:
+			vm->pc += vm->a > operand ? in->jt : in->jf;
+			return 0;
+		case 0x30:
+			vm->pc += vm->a >= operand ? in->jt : in->jf;
+			return 0;
+		case 0x40:
+			vm->pc += vm->a & operand ? in->jt : in->jf;
+			return 0;
+		}
+		return np_cbpf_end(vm, 0);
+	case 0x06: /* BPF_RET */
+		vm->result = NP_BPF_RVAL(code) == 0x10 ? vm->a : in->k;
+		return np_cbpf_end(vm, 0);
+	default: /* BPF_MISC */
+		if (NP_BPF_MISCOP(code) == 0x00)
+			vm->x = vm->a; /* TAX */
+		else
+			vm->a = vm->x; /* TXA */
+		return 0;
+	}
+}
+
+/* Runs the programs in slots `first` to `last`, in order, up to the first
+ * that accepts the copied frame, skipping none but stopping at the first of
+ * a rule at or after `before`. Returns that rule and its action in `*ref`,
+ * if one matched. */
+static __always_inline bool np_cbpf_first(__u32 first, __u32 last, __u32 before, __u32 caplen,
+					  __u32 wirelen, struct np_rule_ref *ref)
+{
+	struct np_cbpf_vm vm = {
+		.key = first,
+		.last = last,
+		.before = before,
+		.caplen = caplen,
+		.wirelen = wirelen,
+	};
+	const struct np_program *prog = bpf_map_lookup_elem(&programs, &first);
+
+	if (!prog || prog->rule >= before)
+		return false;
+	bpf_loop(NP_MAX_PROGRAMS * NP_PROGRAM_INSNS, np_cbpf_step, &vm, 0);
+	if (!vm.result)
+		return false;
+	ref->rule = vm.rule;
+	ref->action = vm.action;
+	return true;
+}
+
+#endif /* NETPROBE_CBPF_H */
