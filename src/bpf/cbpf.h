@@ -5,7 +5,8 @@
  * tcpdump's filter matches. User space (src/filter/pcap.rs) checks every
  * program before it is written here: known opcodes, jumps inside the
  * program, scratch slots below 16, a return at the end. Classic BPF only
- * jumps forward, so a program of N instructions runs at most N steps.
+ * jumps forward, but for libpcap's `protochain`, which loops back over the
+ * headers it walks; bpf_loop()'s count bounds every run.
  *
  * The including hook defines
  *   static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);

@@ -73,20 +73,32 @@ static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, 
 	return true;
 }
 
-/* The trie class of the address of `family` at `off`: 0 when the frame
- * ends before it or no rule prefix covers it. */
+/* The trie class of the address of `family` at `off`: 0 when no rule
+ * prefix covers it. libpcap compares an address a 32-bit word at a time
+ * and only the words a prefix masks, so a frame that ends inside an
+ * address still matches a prefix within the words it has: the lookup is
+ * limited to those words. */
 static __always_inline __u32 np_addr_class(struct np_ctx *c, __u8 gen, __u8 family, __u32 off)
 {
-	struct np_addr_key key = {
-		.prefixlen = 16 + (family == 4 ? 32 : 128),
-		.gen = gen,
-		.family = family,
-	};
-	struct np_packet p = { .family = family };
-	__u32 *class;
+	struct np_addr_key key = { .gen = gen, .family = family };
+	__u32 *class, words = family == 4 ? 1 : 4;
+	__u8 buf[16], *a;
 
-	if (np_load_addr(c, &p, off, key.addr))
-		return 0;
+	for (; words > 0; words--) {
+		a = np_ptr(c, off, words * 4, buf);
+		if (a)
+			break;
+	}
+	if (words >= 4) {
+		__builtin_memcpy(key.addr, a, 16);
+	} else if (words == 3) {
+		__builtin_memcpy(key.addr, a, 12);
+	} else if (words == 2) {
+		__builtin_memcpy(key.addr, a, 8);
+	} else if (words == 1) {
+		__builtin_memcpy(key.addr, a, 4);
+	}
+	key.prefixlen = 16 + 32 * words;
 	class = bpf_map_lookup_elem(&addr_trie, &key);
 	return class ? *class : 0;
 }

@@ -14,8 +14,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::model::{
-    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_GRE,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use super::pcap;
 
@@ -362,6 +362,8 @@ fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleError> {
             "tcp" => proto(None, Some(PROTO_TCP)),
             "udp" => proto(None, Some(PROTO_UDP)),
             "sctp" => proto(None, Some(PROTO_SCTP)),
+            // libpcap 1.10 has no `gre` keyword; this is its `proto gre`.
+            "gre" => proto(None, Some(PROTO_GRE)),
             "icmp" => proto(Some(L3_IPV4), Some(PROTO_ICMP)),
             "icmp6" => proto(Some(L3_IPV6), Some(PROTO_ICMPV6)),
             "arp" => proto(Some(L3_ARP), None),
@@ -425,7 +427,10 @@ fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleError> {
                 }
             }
             "not" | "!" => {
-                return Err(err("'not' is beyond the tables' language".into(), Some(word.column)));
+                return Err(err(
+                    "'not' is beyond the tables' language".into(),
+                    Some(word.column),
+                ));
             }
             other => {
                 return Err(err(

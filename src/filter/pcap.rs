@@ -101,7 +101,9 @@ pub fn compile(expr: &str) -> Result<Vec<Insn>, String> {
         };
         let result = if (lib.compile)(pcap, &mut prog, text.as_ptr(), 1, NETMASK) != 0 {
             let msg = CStr::from_ptr((lib.geterr)(pcap)).to_string_lossy();
-            Err(msg.trim_start_matches("syntax error in filter expression: ").to_string())
+            Err(msg
+                .trim_start_matches("syntax error in filter expression: ")
+                .to_string())
         } else {
             let insns = std::slice::from_raw_parts(prog.insns, prog.len as usize).to_vec();
             (lib.freecode)(&mut prog);
@@ -112,8 +114,8 @@ pub fn compile(expr: &str) -> Result<Vec<Insn>, String> {
     }
 }
 
-/// Checks what cbpf.h relies on: known opcodes, forward jumps that stay
-/// inside the program, scratch slots below 16, and a return at the end.
+/// Checks what cbpf.h relies on: known opcodes, jumps that stay inside the
+/// program, scratch slots below 16, and a return at the end.
 pub fn validate(insns: &[Insn]) -> Result<(), String> {
     if insns.is_empty() || insns.len() > MAX_INSNS {
         return Err(format!(
@@ -127,13 +129,19 @@ pub fn validate(insns: &[Insn]) -> Result<(), String> {
         let inside = |off: u32| next + off as usize <= insns.len() - 1;
         let ok = match i.code & 0x07 {
             // ld / ldx: imm, abs, ind, mem, len, msh
-            0x00 => matches!(i.code, 0x00 | 0x20 | 0x28 | 0x30 | 0x40 | 0x48 | 0x50 | 0x80)
-                || (i.code == 0x60 && i.k < 16),
+            0x00 => {
+                matches!(
+                    i.code,
+                    0x00 | 0x20 | 0x28 | 0x30 | 0x40 | 0x48 | 0x50 | 0x80
+                ) || (i.code == 0x60 && i.k < 16)
+            }
             0x01 => matches!(i.code, 0x01 | 0x81 | 0xb1) || (i.code == 0x61 && i.k < 16),
             0x02 | 0x03 => i.code & 0xf8 == 0 && i.k < 16,
             0x04 => (i.code & 0xf0) <= 0xa0 && i.code & 0x07 == 0x04,
             0x05 => match i.code & 0xf0 {
-                0x00 => i.code == 0x05 && inside(i.k),
+                // libpcap's protochain loops back with an unsigned jump
+                // that wraps around; cbpf.h adds it the same way.
+                0x00 => i.code == 0x05 && (next as u32).wrapping_add(i.k) < insns.len() as u32,
                 0x10..=0x40 => inside(u32::from(i.jt)) && inside(u32::from(i.jf)),
                 _ => false,
             },

@@ -47,9 +47,11 @@ impl Replay for SockReplay<'_> {
     /// BPF_PROG_TEST_RUN hands a socket filter the frame after taking an
     /// Ethernet header off it (eth_type_trans), where an AF_PACKET socket's
     /// filter sees the whole frame: a dummy header in front, addressed to
-    /// this host, is what the test run takes off.
+    /// this host, is what the test run takes off. Its EtherType is the
+    /// local experimental one: with IPv4's, the test run refuses a frame
+    /// shorter than an IPv4 header.
     fn lead(&self) -> &'static [u8] {
-        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x88, 0xb5]
     }
 
     fn take(&mut self, frame: &Frame, result: RunResult, _out: &[u8]) -> Result<bool> {

@@ -1,0 +1,315 @@
+//! The filter language against its reference, tcpdump: a corpus of crafted
+//! frames (tests/common/corpus.rs: every class, broken, fragmented, tagged
+//! and cut short) and a list of expressions, each run through `tcpdump -r`,
+//! `netprobe sockfilter` and `netprobe xdp --drop`, over the capture
+//! (`--replay`) and live on a veth pair. Every (expression, frame) pair
+//! must agree. The one difference allowed is the documented one: a rule
+//! the tables hold looks through up to two VLAN tags, so for such a rule
+//! the reference is what tcpdump says of the frame without them.
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::process::Command;
+use std::time::Duration;
+
+use common::corpus::{corpus, untagged};
+use common::netns::{send_frames, Netns, Pair};
+use common::process::{run, Running};
+use common::TempDir;
+use netprobe::capture::write::{CaptureWriter, Format};
+use netprobe::filter::{self, Action};
+use nix::sys::signal::Signal;
+
+/// What users type, construct by construct (pcap-filter(7)).
+const EXPRESSIONS: &[&str] = &[
+    // Protocols.
+    "ip",
+    "ip6",
+    "arp",
+    "rarp",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "sctp",
+    "igmp",
+    "gre",
+    "esp",
+    "ah",
+    // Hosts and networks.
+    "host 198.18.0.1",
+    "src host 198.18.0.1",
+    "dst host 198.18.0.2",
+    "host 2001:2::1",
+    "ip6 host 2001:2::2",
+    "ip host 198.18.0.1",
+    "arp host 198.18.0.2",
+    "net 198.18.0.0/15",
+    "src net 10.1",
+    "net 10.1 mask 255.255.0.0",
+    "dst net 192.168.1.0/24",
+    "net 10",
+    "ip6 net 2001:db8::/32",
+    "net 2001:2::/64",
+    "src net 2001:db8::/48",
+    // Ports.
+    "port 53",
+    "port 80",
+    "src port 53",
+    "dst port 80",
+    "tcp port 80",
+    "udp dst port 53",
+    "sctp port 80",
+    "tcp dst port 80",
+    "src or dst port 53",
+    "portrange 1000-2000",
+    "tcp portrange 1-1024",
+    "udp src portrange 1024-65535",
+    "port domain",
+    "port http",
+    "tcp port https",
+    // Boolean combinations and qualifier inheritance.
+    "not port 22",
+    "not tcp",
+    "tcp or udp",
+    "host 198.18.0.1 or host 10.1.2.3",
+    "host 198.18.0.1 or 198.18.0.2",
+    "port 80 or 443",
+    "(tcp or udp) and not port 53",
+    "not (icmp or icmp6)",
+    "tcp and (port 80 or port 443)",
+    "! arp",
+    "udp && dst port 53",
+    "tcp || icmp",
+    "ip and src host 198.18.0.1 and dst port 53",
+    "tcp and not dst port 80",
+    "ip6 and tcp",
+    "ip6 and not tcp",
+    "host 198.18.0.1 and port 53",
+    // Link layer.
+    "ether host 02:00:00:00:00:0a",
+    "ether src 02:00:00:00:00:0a",
+    "ether dst ff:ff:ff:ff:ff:ff",
+    "ether broadcast",
+    "ether multicast",
+    "ether proto 0x88cc",
+    "ether proto \\ip",
+    "ether proto \\arp",
+    "vlan",
+    "vlan 10",
+    "vlan 100",
+    "vlan and vlan 10",
+    "vlan 10 and ip",
+    "vlan and udp",
+    // IP protocol numbers.
+    "ip proto 47",
+    "ip proto \\tcp",
+    "ip6 proto 17",
+    "proto 17",
+    "ip6 protochain 17",
+    "ip6 protochain 6",
+    // Lengths, broadcast and multicast.
+    "greater 1000",
+    "less 60",
+    "len > 100",
+    "len <= 64",
+    "ip broadcast",
+    "ip multicast",
+    "ip6 multicast",
+    // Packet data.
+    "tcp[tcpflags] & tcp-syn != 0",
+    "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn",
+    "tcp[tcpflags] & (tcp-rst|tcp-fin) != 0",
+    "icmp[icmptype] == icmp-echo",
+    "icmp[icmptype] != icmp-echoreply",
+    "icmp6[icmp6type] == icmp6-echo",
+    "icmp6[icmp6type] == icmp6-neighborsolicit",
+    "ip[8] < 64",
+    "udp[2:2] == 53",
+    "tcp[13] & 2 != 0",
+    "ip[6:2] & 0x1fff != 0",
+    "ether[12:2] = 0x0800",
+];
+
+const START: Duration = Duration::from_secs(1_700_000_000);
+const STEP: Duration = Duration::from_millis(1);
+
+/// Writes frames as a pcap, frame `i` stamped START + i * STEP, so that
+/// any tool's output names its frames by their time stamps.
+fn write_pcap(path: &str, frames: &[Vec<u8>]) {
+    let mut w = CaptureWriter::new(File::create(path).unwrap(), Format::Pcap, 262_144).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        w.write(START + STEP * i as u32, f.len() as u32, f).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// The indices of the frames in a capture written from write_pcap's.
+fn indices(path: &str) -> BTreeSet<usize> {
+    let data = std::fs::read(path).unwrap();
+    let mut reader = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let mut out = BTreeSet::new();
+    while let Some(p) = reader.next_packet() {
+        let p = p.unwrap();
+        out.insert(((p.timestamp - START).as_micros() / STEP.as_micros()) as usize);
+    }
+    out
+}
+
+/// The bytes of every frame in a capture (a multiset, sorted).
+fn frames_in(path: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap();
+    let mut reader = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = reader.next_packet() {
+        out.push(p.unwrap().data.into_owned());
+    }
+    out.sort();
+    out
+}
+
+/// What tcpdump is asked for an expression: the same words, but for the
+/// one netprobe adds (libpcap 1.10 has no `gre` keyword).
+fn tcpdump_words(expr: &str) -> &str {
+    match expr {
+        "gre" => "proto gre",
+        other => other,
+    }
+}
+
+fn tcpdump(input: &str, expr: &str, output: &str) -> BTreeSet<usize> {
+    let expr = tcpdump_words(expr);
+    let out = Command::new("tcpdump")
+        .args(["-r", input, "-w", output, expr])
+        .output()
+        .expect("tcpdump");
+    assert!(out.status.success(), "tcpdump {expr}: {out:?}");
+    indices(output)
+}
+
+/// Whether netprobe compiles the expression into its tables (which look
+/// through VLAN tags) rather than running libpcap's program.
+fn in_tables(expr: &str) -> bool {
+    filter::parse(expr, Action::Drop)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .program
+        .is_none()
+}
+
+fn hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Disagreements of `got` with `want` over `frames`, one line each.
+fn disagreements(
+    expr: &str,
+    hook: &str,
+    frames: &[Vec<u8>],
+    want: &BTreeSet<usize>,
+    got: &BTreeSet<usize>,
+) -> Vec<String> {
+    want.symmetric_difference(got)
+        .map(|&i| {
+            format!(
+                "{hook} '{expr}': frame {i} {} (tcpdump: {}) {}",
+                if got.contains(&i) {
+                    "matched"
+                } else {
+                    "missed"
+                },
+                if want.contains(&i) {
+                    "match"
+                } else {
+                    "no match"
+                },
+                hex(&frames[i])
+            )
+        })
+        .collect()
+}
+
+fn assert_none(mut bad: Vec<String>, pairs: usize) {
+    let total = bad.len();
+    bad.truncate(30);
+    assert!(
+        bad.is_empty(),
+        "{total} of {pairs} (expression, frame) pairs disagree with tcpdump:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_corpus_and_expressions_are_big_enough() {
+    assert!(corpus().len() >= 400, "{} frames", corpus().len());
+    assert!(EXPRESSIONS.len() >= 80, "{} expressions", EXPRESSIONS.len());
+}
+
+/// Both hooks over the capture, every expression, every frame.
+#[test]
+fn replayed_frames_match_as_tcpdump_matches_them() {
+    common::require_root();
+    let dir = TempDir::new("oracle");
+    let frames = corpus();
+    let (input, plain) = (dir.path("in.pcap"), dir.path("untagged.pcap"));
+    write_pcap(&input, &frames);
+    write_pcap(
+        &plain,
+        &frames.iter().map(|f| untagged(f)).collect::<Vec<_>>(),
+    );
+    let mut bad = Vec::new();
+    for (n, expr) in EXPRESSIONS.iter().enumerate() {
+        let reference = if in_tables(expr) { &plain } else { &input };
+        // No hook sees a frame shorter than an Ethernet header, and the
+        // replay skips them (a note says so).
+        let want: BTreeSet<usize> = tcpdump(reference, expr, &dir.path(&format!("t{n}.pcap")))
+            .into_iter()
+            .filter(|&i| frames[i].len() >= 14)
+            .collect();
+        let (sock, dropped) = (
+            dir.path(&format!("s{n}.pcap")),
+            dir.path(&format!("x{n}.pcap")),
+        );
+        let out = run(
+            None,
+            &[
+                "sockfilter",
+                "--replay",
+                &input,
+                "--filter",
+                expr,
+                "-w",
+                &sock,
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{expr}: {}", out.stderr);
+        bad.extend(disagreements(
+            expr,
+            "sockfilter",
+            &frames,
+            &want,
+            &indices(&sock),
+        ));
+        let out = run(
+            None,
+            &[
+                "xdp",
+                "--replay",
+                &input,
+                "--drop",
+                expr,
+                "--write-dropped",
+                &dropped,
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{expr}: {}", out.stderr);
+        bad.extend(disagreements(
+            expr,
+            "xdp --drop",
+            &frames,
+            &want,
+            &indices(&dropped),
+        ));
+    }
+    assert_none(bad, 2 * EXPRESSIONS.len() * frames.len());
+}
