@@ -25,6 +25,35 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
     pub ifindex: i32,
     pub outgoing: bool,
+    /// The VLAN tag (TPID and TCI, big-endian) the kernel took off the
+    /// frame into its metadata, if it did.
+    pub vlan_tag: Option<[u8; 4]>,
+}
+
+/// `TP_STATUS_VLAN_VALID`, `TP_STATUS_VLAN_TPID_VALID` (linux/if_packet.h).
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+const ETH_P_8021Q: u16 = 0x8100;
+/// Where a VLAN tag sits: after the destination and source addresses.
+const TAG_AT: usize = 12;
+
+impl Frame<'_> {
+    /// The frame as it was on the wire, its VLAN tag back in place as
+    /// tcpdump puts it back, at most `snaplen` bytes (0: all); and its
+    /// length on the wire.
+    pub fn on_the_wire(&self, snaplen: u32) -> (std::borrow::Cow<'_, [u8]>, u32) {
+        let Some(tag) = self.vlan_tag.filter(|_| self.data.len() >= TAG_AT) else {
+            return (self.data.into(), self.len);
+        };
+        let mut data = Vec::with_capacity(self.data.len() + tag.len());
+        data.extend_from_slice(&self.data[..TAG_AT]);
+        data.extend_from_slice(&tag);
+        data.extend_from_slice(&self.data[TAG_AT..]);
+        if snaplen > 0 {
+            data.truncate(snaplen as usize);
+        }
+        (data.into(), self.len + tag.len() as u32)
+    }
 }
 
 /// Kernel socket statistics since the socket was opened.
@@ -226,6 +255,17 @@ impl PacketSocket {
                 data,
                 ifindex: sll.sll_ifindex,
                 outgoing: sll.sll_pkttype == libc::PACKET_OUTGOING,
+                vlan_tag: (hdr.tp_status & TP_STATUS_VLAN_VALID != 0).then(|| {
+                    let tpid = if hdr.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                        hdr.hv1.tp_vlan_tpid
+                    } else {
+                        ETH_P_8021Q
+                    };
+                    let tci = hdr.hv1.tp_vlan_tci as u16;
+                    let [a, b] = tpid.to_be_bytes();
+                    let [c, d] = tci.to_be_bytes();
+                    [a, b, c, d]
+                }),
             },
             hdr.tp_next_offset,
         )

@@ -38,6 +38,7 @@ struct SockProbe<'obj> {
     /// A write failed: nothing more is captured.
     failed: bool,
     limit: Option<u64>,
+    snaplen: u32,
     socket_stats: SocketStats,
     attached_at: Instant,
     last: (Instant, Stats),
@@ -50,11 +51,12 @@ impl SockProbe<'_> {
         let Some(socket) = self.socket.as_mut().filter(|_| !self.failed) else {
             return Ok(false);
         };
-        let (sink, names, captured, limit) = (
+        let (sink, names, captured, limit, snaplen) = (
             &mut self.sink,
             &mut self.names,
             &mut self.captured,
             self.limit,
+            self.snaplen,
         );
         let mut failure = None;
         socket.drain(|frame| {
@@ -64,10 +66,11 @@ impl SockProbe<'_> {
             let iface = names
                 .entry(frame.ifindex)
                 .or_insert_with(|| netdev::interface_name(frame.ifindex));
+            let (data, len) = frame.on_the_wire(snaplen);
             let delivered = Delivered {
                 time: Duration::new(u64::from(frame.sec), frame.nsec),
-                len: frame.len,
-                data: frame.data,
+                len,
+                data: &data,
                 seen_at: Some((iface, if frame.outgoing { "Out" } else { "In" })),
             };
             if let Err(e) = sink.write(&delivered) {
@@ -182,6 +185,7 @@ pub fn run(args: &SockfilterArgs) -> Result<()> {
         captured: 0,
         failed: false,
         limit: args.count,
+        snaplen: args.snaplen,
         socket_stats: SocketStats::default(),
         attached_at,
         last: (attached_at, Stats::default()),

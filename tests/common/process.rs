@@ -83,11 +83,23 @@ fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
 impl Running {
     /// Starts netprobe and waits until it says it is attached.
     pub fn start(ns: Option<&str>, args: &[&str]) -> Running {
-        let mut child = command(ns, args)
+        Running::spawn(command(ns, args), "attached")
+    }
+
+    /// Starts another program in `ns` (tcpdump) and waits until its stderr
+    /// says `ready`.
+    pub fn start_tool(ns: &str, args: &[&str], ready: &str) -> Running {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        Running::spawn(cmd, ready)
+    }
+
+    fn spawn(mut cmd: Command, ready: &str) -> Running {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawning netprobe");
+            .expect("spawning a program");
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
         let mut r = Running {
@@ -96,7 +108,7 @@ impl Running {
             stderr,
             stderr_seen: Vec::new(),
         };
-        r.wait_stderr("attached");
+        r.wait_stderr(ready);
         r
     }
 
