@@ -260,8 +260,7 @@ static long np_cbpf_step(__u64 index, void *data)
 		}
 		return np_cbpf_end(vm, 0);
 	case 0x06: /* BPF_RET */
-		vm->result = NP_BPF_RVAL(code) == 0x10 ? vm->a : in->k;
-		return np_cbpf_end(vm, 0);
+		return np_cbpf_end(vm, NP_BPF_RVAL(code) == 0x10 ? vm->a : in->k);
 	default: /* BPF_MISC */
 		if (NP_BPF_MISCOP(code) == 0x00)
 			vm->x = vm->a; /* TAX */

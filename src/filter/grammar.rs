@@ -259,8 +259,9 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
                 ))
             }
             Err(m) => {
-                let column = quoted_word_column(text, &m).or(table_error.column);
-                return Err(err(m, column));
+                let m = m.trim_start_matches("can't parse filter expression: ");
+                let column = quoted_word_column(text, m).or(table_error.column);
+                return Err(err(m.to_string(), column));
             }
         },
     };
@@ -284,7 +285,7 @@ fn quoted_word_column(text: &str, message: &str) -> Option<usize> {
 
 /// The rule as alternatives of the tables' fields; `Err` when it uses
 /// anything else, or can never match.
-fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleError> {
+pub(super) fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleError> {
     let err = |message: String, column: Option<usize>| RuleError {
         rule: text.to_string(),
         message,

@@ -1,5 +1,6 @@
 //! Shared by the integration tests: frames, namespaces, and netprobe runs.
 #![allow(dead_code)]
+pub mod cbpf;
 pub mod corpus;
 pub mod frames;
 pub mod netns;
