@@ -8,10 +8,11 @@ NETPROBE := target/release/netprobe
 # Build: clang/llvm compile the BPF C, libelf/zlib/pkg-config build the
 # vendored libbpf. Run and test: iproute2 (namespaces, veth), bpftool
 # (make vmlinux), netsniff-ng (trafgen), xdp-tools/libxdp1 (a peer program to
-# replace, and the benchmark's peer), tcpdump, ping, setpriv (util-linux),
+# replace, and the benchmark's peer), tcpdump (and libpcap0.8, which netprobe opens at
+# run time to compile the rules its tables cannot hold), ping, setpriv (util-linux),
 # nftables and ethtool. Kernel matrix (make vmtest): qemu, busybox, cpio, xz.
 DEB_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make \
-	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump iputils-ping util-linux procps nftables \
+	iproute2 bpftool netsniff-ng xdp-tools libxdp1 tcpdump libpcap0.8 iputils-ping util-linux procps nftables \
 	qemu-system-x86 busybox-static cpio xz-utils bpftrace prometheus curl
 
 .PHONY: all setup build test lint unit vmtest demo bench vmlinux install install-files clean

@@ -111,9 +111,12 @@ fn hup_storm_during_in_place_rewrites_never_lets_a_frame_through() {
             "{line}"
         );
     }
+    // Which of the two a reload meets depends on the machine's load: a
+    // writer held up between truncating and writing leaves an empty file
+    // that looks finished.
     assert!(
-        out.stderr.contains("still being written"),
-        "reloads during the rewrites waited and said why: {}",
+        out.stderr.contains("still being written") || out.stderr.contains("holds no rules"),
+        "reloads during the rewrites waited or refused, and said why: {}",
         out.stderr
     );
 }

@@ -208,11 +208,10 @@ fn arp(rest: &[u8]) -> Classified {
     if rest.len() < 8 + 2 * (hln + pln) {
         return malformed();
     }
-    let c = Classified {
+    Classified {
         l3: "arp",
         l4: None,
-    };
-    c
+    }
 }
 
 fn classify_reference(frame: &[u8]) -> Classified {

@@ -194,7 +194,9 @@ addresses, ports, length); with -w, a pcap file instead and the counters table; 
 --counts-only, only the counters. The summary says how many frames the filter saw, how many \
 it matched, how many the socket delivered or dropped, and how many netprobe captured.
 
---filter takes the rule language of netprobe xdp (see netprobe xdp --help).
+--filter takes the rule language of netprobe xdp: tcpdump's expressions (see netprobe xdp \
+--help). A VLAN tag the kernel took off into the packet's metadata is put back, for the filter \
+and in what is written, as tcpdump does.
 
 Examples:
   netprobe sockfilter -i eth0 --filter 'udp and dst port 53'
@@ -208,16 +210,19 @@ Protocols: every frame counts in exactly one of ipv4, ipv6, arp, other and malfo
 frame whose transport header netprobe parsed also counts in one of tcp, udp, icmp and icmpv6. \
 malformed means a truncated or inconsistent header. Bytes are frame lengths as XDP sees them.
 
-Rules (--drop, --rules-file, --match), tcpdump-flavoured:
-  rule      := primitive [and primitive]...      ('&&' is 'and')
-  primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
-             | [src|dst] host ADDR   | [src|dst] net CIDR
-             | [tcp|udp] [src|dst] port N | [tcp|udp] [src|dst] portrange N-M
-  Without src/dst, host/net/port/portrange match either direction. ADDR and CIDR are IPv4 or
-  IPv6; host and net also match the sender and target of ARP; ports match TCP and UDP, and
-  'tcp port 80' is 'tcp and port 80'.
+Rules (--drop, --rules-file, --match) are tcpdump's filter expressions (pcap-filter(7)),
+matching what tcpdump matches:
+  not port 22                        host 198.18.0.1 or host 10.1.2.3
+  tcp[tcpflags] & tcp-syn != 0       vlan 10 and udp dst port 53
+Rules made only of these, joined by 'and' ('&&'), compile into tables whose cost does not
+grow with the number of rules:
+  tcp | udp | sctp | icmp | icmp6 | gre | arp | rarp | ip | ip6
+  [src|dst] host ADDR | [src|dst] net CIDR
+  [tcp|udp|sctp] [src|dst] port N | [tcp|udp|sctp] [src|dst] portrange N-M
+  They also match frames under up to two VLAN tags, where tcpdump needs 'vlan'. Any other
+  rule runs as the program libpcap compiles for it (at most 64 such rules).
   Several rules mean OR; a packet counts for the first rule it matches (drop rules before
-  --match rules). There is no 'or' or 'not': give alternatives as separate rules.
+  --match rules).
 
 Examples:
   netprobe xdp eth1

@@ -34,12 +34,19 @@ struct BpfProgram {
     insns: *mut Insn,
 }
 
+type OpenDead = unsafe extern "C" fn(c_int, c_int) -> *mut c_void;
+type Compile =
+    unsafe extern "C" fn(*mut c_void, *mut BpfProgram, *const c_char, c_int, u32) -> c_int;
+type GetErr = unsafe extern "C" fn(*mut c_void) -> *const c_char;
+type FreeCode = unsafe extern "C" fn(*mut BpfProgram);
+type Close = unsafe extern "C" fn(*mut c_void);
+
 struct Libpcap {
-    open_dead: unsafe extern "C" fn(c_int, c_int) -> *mut c_void,
-    compile: unsafe extern "C" fn(*mut c_void, *mut BpfProgram, *const c_char, c_int, u32) -> c_int,
-    geterr: unsafe extern "C" fn(*mut c_void) -> *const c_char,
-    freecode: unsafe extern "C" fn(*mut BpfProgram),
-    close: unsafe extern "C" fn(*mut c_void),
+    open_dead: OpenDead,
+    compile: Compile,
+    geterr: GetErr,
+    freecode: FreeCode,
+    close: Close,
 }
 
 /// The names libpcap's shared library goes by (Debian's first).
@@ -64,11 +71,11 @@ fn library() -> Option<&'static Libpcap> {
                 (!p.is_null()).then_some(p)
             };
             Some(Libpcap {
-                open_dead: std::mem::transmute::<*mut c_void, _>(sym(c"pcap_open_dead")?),
-                compile: std::mem::transmute::<*mut c_void, _>(sym(c"pcap_compile")?),
-                geterr: std::mem::transmute::<*mut c_void, _>(sym(c"pcap_geterr")?),
-                freecode: std::mem::transmute::<*mut c_void, _>(sym(c"pcap_freecode")?),
-                close: std::mem::transmute::<*mut c_void, _>(sym(c"pcap_close")?),
+                open_dead: std::mem::transmute::<*mut c_void, OpenDead>(sym(c"pcap_open_dead")?),
+                compile: std::mem::transmute::<*mut c_void, Compile>(sym(c"pcap_compile")?),
+                geterr: std::mem::transmute::<*mut c_void, GetErr>(sym(c"pcap_geterr")?),
+                freecode: std::mem::transmute::<*mut c_void, FreeCode>(sym(c"pcap_freecode")?),
+                close: std::mem::transmute::<*mut c_void, Close>(sym(c"pcap_close")?),
             })
         }
     })
@@ -126,7 +133,7 @@ pub fn validate(insns: &[Insn]) -> Result<(), String> {
     }
     for (pc, i) in insns.iter().enumerate() {
         let next = pc + 1;
-        let inside = |off: u32| next + off as usize <= insns.len() - 1;
+        let inside = |off: u32| next + (off as usize) < insns.len();
         let ok = match i.code & 0x07 {
             // ld / ldx: imm, abs, ind, mem, len, msh
             0x00 => {
