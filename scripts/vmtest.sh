@@ -68,6 +68,9 @@ build_initramfs() { # kernel-dir output
 	copy_with_libs "$root" "$NETPROBE" /bin/netprobe
 	copy_with_libs "$root" "$(command -v ip)" /sbin/ip
 	copy_with_libs "$root" "$(command -v setpriv)" /sbin/setpriv
+	# netprobe opens libpcap at run time (dlopen), for rules its tables cannot hold.
+	pcap=$(ldconfig -p | grep -o '/[^ ]*/libpcap\.so\.0\.8$' | head -1)
+	[ -z "$pcap" ] || copy_with_libs "$root" "$pcap" "$pcap"
 	veth=$(find "$kdir/lib/modules" -name 'veth.ko*' | head -1)
 	case "$veth" in
 	*.xz) xz -dc "$veth" >"$root/lib/veth.ko" ;; # busybox insmod cannot decompress

@@ -265,6 +265,37 @@ else
 	bad xdp-drop "did not attach: $(cat "$WORK/err")"
 fi
 
+# 5b. A rule the tables cannot hold runs as libpcap's program in the
+# kernel's classic BPF interpreter (cbpf.h: bpf_loop, bpf_xdp_load_bytes);
+# the socket filter runs the same on its copy of the frame.
+RULE="icmp[icmptype] == icmp-echo and not src host 198.18.0.9"
+if ! $IP netns exec $B true 2>/dev/null; then
+	bad xdp-program "no test network"
+elif start $IP netns exec $B "$NP" xdp vb --drop "$RULE" --json --interval 200ms; then
+	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
+	stop
+	if final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
+		ok "xdp-program: $N echo requests dropped by a libpcap program"
+	else
+		bad xdp-program "$(final)"
+	fi
+else
+	bad xdp-program "did not attach: $(cat "$WORK/err")"
+fi
+if ! $IP netns exec $B true 2>/dev/null; then
+	bad sockfilter-program "no test network"
+elif start $IP netns exec $B "$NP" sockfilter -i vb "$RULE" -w /tmp/echo.pcap --json --interval 200ms; then
+	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
+	stop
+	if final | grep -q "\"matched\":$N,"; then
+		ok "sockfilter-program: $N echo requests matched by a libpcap program"
+	else
+		bad sockfilter-program "$(final)"
+	fi
+else
+	bad sockfilter-program "did not attach: $(cat "$WORK/err")"
+fi
+
 # 6. The action code a drop rule leaves out (the verifier prunes what the
 # load-time settings switch off): --reply and --top, in skb mode, with B's
 # own echo replies off, so every reply ping gets comes from XDP_TX.
