@@ -274,7 +274,7 @@ if ! $IP netns exec $B true 2>/dev/null; then
 elif start $IP netns exec $B "$NP" xdp vb --drop "$RULE" --json --interval 200ms; then
 	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
 	stop
-	if final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
+	if final | grep -qF "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
 		ok "xdp-program: $N echo requests dropped by a libpcap program"
 	else
 		bad xdp-program "$(final)"
