@@ -197,7 +197,7 @@ write {} table entries {:.0} ms). Target: under a second.",
         ms(installed),
         ms(parsed),
         ms(loaded - parsed),
-        compiled.entries.len() + compiled.addr_classes.len() + compiled.port_classes.len(),
+        compiled.entries.len() + compiled.addr_classes.len() + compiled.port_classes.iter().filter(|c| **c != 0).count(),
         ms(installed - loaded)
     );
     println!("\nReproduce: `make bench` (section 1 of `benches/xdp_rules.rs`).\n");

@@ -98,13 +98,8 @@ struct np_addr_key {
 	__u8 pad[2];
 };
 
-/* LPM trie key for ports: prefixlen counts the gen byte; port is big-endian. */
-struct np_port_key {
-	__u32 prefixlen;
-	__u8 gen;
-	__u8 port[2];
-	__u8 pad;
-};
+/* Port classes per generation, indexed by port. */
+#define NP_PORTS 65536
 
 /* Hash key: a shape and the trie classes (0: no rule prefix covers it) of
  * the fields that shape constrains; the other fields are zero. */

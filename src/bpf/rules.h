@@ -10,6 +10,11 @@
 #include "netprobe.h"
 #include "cbpf.h"
 
+struct np_fields;
+/* Defined by the hook: np_match_fields() in a global function. */
+static __always_inline void np_fields(struct np_ctx *c, __u32 gen, __u32 fields,
+				      struct np_fields *f);
+
 /* Capacities are set by user space before load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -19,13 +24,13 @@ struct {
 	__type(value, __u32);
 } addr_trie SEC(".maps");
 
+/* Port classes by direct index: generation * 65536 + port. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct np_port_key);
+	__type(key, __u32);
 	__type(value, __u32);
-} port_trie SEC(".maps");
+} port_class SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -105,15 +110,12 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u8 gen, __u8 fami
 
 static __always_inline __u32 np_port_class(struct np_ctx *c, __u8 gen, __u32 off)
 {
-	struct np_port_key key = { .prefixlen = 24, .gen = gen };
-	__u8 buf[2], *port = np_ptr(c, off, 2, buf);
-	__u32 *class;
+	__u32 port, *class;
 
-	if (!port)
+	if (!np_load_be(c, off, 2, &port))
 		return 0;
-	key.port[0] = port[0];
-	key.port[1] = port[1];
-	class = bpf_map_lookup_elem(&port_trie, &key);
+	port += gen * NP_PORTS;
+	class = bpf_map_lookup_elem(&port_class, &port);
 	return class ? *class : 0;
 }
 
@@ -138,7 +140,7 @@ static __always_inline bool np_has_ports(__u32 proto)
 	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
 }
 
-static __always_inline void np_match_fields(struct np_ctx *c, __u8 gen, __u32 fields,
+static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen, __u32 fields,
 					    struct np_fields *f)
 {
 	__u32 type, l = 12, v, frag, ihl, ports = 0, saddr, daddr;
@@ -207,58 +209,41 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u8 gen, __u32 fi
 		f->found |= NP_SHAPE_DPORT;
 }
 
-/* The shape loop's state: bpf_loop() calls np_probe_shape once per shape,
- * so the verifier checks one iteration, not one per shape and per way
- * np_match_fields() can end. */
-struct np_shape_probe {
-	struct np_fields f;
-	struct np_rule_ref best;
-	__u32 gen;
-};
-
-/* Probes shape `i` if the frame has every field it needs. */
-static long np_probe_shape(__u64 i, void *data)
-{
-	struct np_shape_probe *sp = data;
-	const struct np_fields *f = &sp->f;
-	struct np_rules_config *cfg;
-	struct np_shape_key key;
-	struct np_rule_ref *ref;
-	__u8 shape;
-
-	cfg = bpf_map_lookup_elem(&rules_config, &sp->gen);
-	if (!cfg || i >= NP_MAX_SHAPES || i >= cfg->n_shapes)
-		return 1;
-	shape = cfg->shape[i];
-	if (shape & ~f->found)
-		return 0;
-	key.gen = sp->gen;
-	key.shape = shape;
-	key.l3 = shape & NP_SHAPE_L3 ? f->l3 : 0;
-	key.proto = shape & NP_SHAPE_PROTO ? f->proto : 0;
-	key.src = shape & NP_SHAPE_SRC ? f->src : 0;
-	key.dst = shape & NP_SHAPE_DST ? f->dst : 0;
-	key.sport = shape & NP_SHAPE_SPORT ? f->sport : 0;
-	key.dport = shape & NP_SHAPE_DPORT ? f->dport : 0;
-	ref = bpf_map_lookup_elem(&shape_table, &key);
-	if (ref && ref->rule < sp->best.rule)
-		sp->best = *ref;
-	return 0;
-}
-
 /* The first rule the tables match: one hash lookup per shape whose fields
- * the frame has. */
+ * the frame has. The hook reads the fields in a function of its own
+ * (np_fields), which the verifier checks once: this loop then sees them as
+ * plain numbers, not once per way the reading can end. */
 static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u32 gen,
 							  const struct np_rules_config *cfg)
 {
-	struct np_shape_probe sp = {
-		.best = { .rule = ~0U, .action = NP_ACTION_NONE },
-		.gen = gen,
-	};
+	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
+	struct np_shape_key key;
+	struct np_rule_ref *ref;
+	struct np_fields f;
+	__u32 i;
 
-	np_match_fields(c, gen, cfg->fields, &sp.f);
-	bpf_loop(NP_MAX_SHAPES, np_probe_shape, &sp, 0);
-	return sp.best;
+	np_fields(c, gen, cfg->fields, &f);
+	for (i = 0; i < NP_MAX_SHAPES; i++) {
+		__u8 shape;
+
+		if (i >= cfg->n_shapes)
+			break;
+		shape = cfg->shape[i];
+		if (shape & ~f.found)
+			continue;
+		key.gen = gen;
+		key.shape = shape;
+		key.l3 = shape & NP_SHAPE_L3 ? f.l3 : 0;
+		key.proto = shape & NP_SHAPE_PROTO ? f.proto : 0;
+		key.src = shape & NP_SHAPE_SRC ? f.src : 0;
+		key.dst = shape & NP_SHAPE_DST ? f.dst : 0;
+		key.sport = shape & NP_SHAPE_SPORT ? f.sport : 0;
+		key.dport = shape & NP_SHAPE_DPORT ? f.dport : 0;
+		ref = bpf_map_lookup_elem(&shape_table, &key);
+		if (ref && ref->rule < best.rule)
+			best = *ref;
+	}
+	return best;
 }
 
 /* The first rule the packet matches, counted in rule_stats; NONE if none.

@@ -90,6 +90,24 @@ struct {
 	__type(value, __u8);
 } reply_addrs SEC(".maps");
 
+/* The fields rules match on (rules.h), read in a global function: the
+ * verifier checks it once, on its own. */
+__noinline int np_fields_xdp(struct xdp_md *ctx, __u32 gen, __u32 fields, struct np_fields *f)
+{
+	struct np_ctx c = np_ctx_of(ctx);
+
+	if (!f)
+		return 0;
+	np_match_fields(&c, gen, fields, f);
+	return 0;
+}
+
+static __always_inline void np_fields(struct np_ctx *c, __u32 gen, __u32 fields,
+				      struct np_fields *f)
+{
+	np_fields_xdp(c->xdp, gen, fields, f);
+}
+
 /* A global function: the verifier checks it once, on its own, instead of
  * once for every path through the parser that reaches it. */
 __noinline int np_match_rules(struct xdp_md *ctx, __u32 len)

@@ -43,8 +43,10 @@ pub struct RuleRef {
 pub struct Compiled {
     /// Address trie: prefix -> class id (1-based).
     pub addr_classes: Vec<(Prefix, u32)>,
-    /// Port trie: (first port, prefix length) -> class id (1-based).
-    pub port_classes: Vec<((u16, u8), u32)>,
+    /// The class of every port (0: no rule range covers it): the most
+    /// specific prefix-aligned block of a rule's port range covering it.
+    /// Empty when no rule names a port.
+    pub port_classes: Vec<u32>,
     /// Shapes in use, in the order the program tries them.
     pub shapes: Vec<u8>,
     pub entries: HashMap<ShapeKey, RuleRef>,
@@ -94,6 +96,22 @@ fn prefix_range(p: &Prefix) -> (u8, u128, u128) {
     let first = u128::from_be_bytes(p.addr);
     let host_bits = u128::MAX.checked_shr(u32::from(p.len)).unwrap_or(0);
     (p.family, first, first | host_bits)
+}
+
+/// Every port's class from the classes of port blocks: the longest block
+/// covering a port wins, as in a longest-prefix match.
+fn port_classes(blocks: &[((u16, u8), u32)]) -> Vec<u32> {
+    if blocks.is_empty() {
+        return Vec::new();
+    }
+    let mut by_length = blocks.to_vec();
+    by_length.sort_by_key(|((_, len), _)| *len);
+    let mut classes = vec![0u32; 1 << 16];
+    for ((port, len), class) in by_length {
+        let (_, first, last) = block_range(port, len);
+        classes[first as usize..=last as usize].fill(class);
+    }
+    classes
 }
 
 /// A port block as (0, first port, last port).
@@ -213,7 +231,7 @@ impl Compiled {
         shape_order.sort();
         Ok(Compiled {
             addr_classes: addr_index.classes(),
-            port_classes: port_index.classes(),
+            port_classes: port_classes(&port_index.classes()),
             shapes: shape_order.into_iter().map(|(_, s)| s).collect(),
             entries,
             programs,
@@ -234,17 +252,8 @@ impl Compiled {
             .unwrap_or(0)
         };
         let port_class = |port: Option<u16>| -> u32 {
-            port.and_then(|port| {
-                self.port_classes
-                    .iter()
-                    .filter(|((first, len), _)| {
-                        let (_, s, e) = block_range(*first, *len);
-                        (s..=e).contains(&u128::from(port))
-                    })
-                    .max_by_key(|((_, len), _)| *len)
-                    .map(|(_, class)| *class)
-            })
-            .unwrap_or(0)
+            port.and_then(|port| self.port_classes.get(usize::from(port)).copied())
+                .unwrap_or(0)
         };
         let classes = [
             (SHAPE_L3, p.l3.map(u32::from)),

@@ -27,15 +27,8 @@ struct AddrKey {
     pad: [u8; 2],
 }
 
-/// `struct np_port_key`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct PortKey {
-    prefixlen: u32,
-    gen: u8,
-    port: [u8; 2],
-    pad: u8,
-}
+/// Ports per generation in the `port_class` array (`NP_PORTS`).
+pub const PORTS: u32 = 1 << 16;
 
 /// `struct np_shape_key`.
 #[repr(C)]
@@ -83,7 +76,6 @@ struct Program {
 
 // SAFETY: plain integers and byte arrays with explicit padding fields.
 unsafe impl plain::Plain for AddrKey {}
-unsafe impl plain::Plain for PortKey {}
 unsafe impl plain::Plain for ShapeKey {}
 unsafe impl plain::Plain for RuleRef {}
 unsafe impl plain::Plain for RulesConfig {}
@@ -93,7 +85,6 @@ const _: () = {
     use crate::skel::xdp::types;
     use std::mem::size_of;
     assert!(size_of::<AddrKey>() == size_of::<types::np_addr_key>());
-    assert!(size_of::<PortKey>() == size_of::<types::np_port_key>());
     assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
     assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
     assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
@@ -108,7 +99,7 @@ fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
 /// The maps of `rules.h` in one loaded program.
 pub struct RuleTables<'a, M: MapCore> {
     pub addr_trie: &'a M,
-    pub port_trie: &'a M,
+    pub port_class: &'a M,
     pub shape_table: &'a M,
     pub rules_config: &'a M,
     pub rules_active: &'a M,
@@ -122,7 +113,7 @@ macro_rules! rule_tables {
     ($skel:expr) => {
         $crate::filter::tables::RuleTables {
             addr_trie: &$skel.maps.addr_trie,
-            port_trie: &$skel.maps.port_trie,
+            port_class: &$skel.maps.port_class,
             shape_table: &$skel.maps.shape_table,
             rules_config: &$skel.maps.rules_config,
             rules_active: &$skel.maps.rules_active,
@@ -141,7 +132,14 @@ macro_rules! size_rule_tables {
         let cap: $crate::filter::tables::Capacity = $capacity;
         $maps.programs.set_max_entries(2 * cap.programs)?;
         $maps.addr_trie.set_max_entries(cap.entries)?;
-        $maps.port_trie.set_max_entries(cap.entries)?;
+        // A program loaded without rules needs no port table.
+        $maps
+            .port_class
+            .set_max_entries(if cap == $crate::filter::tables::Capacity::NONE {
+                1
+            } else {
+                2 * $crate::filter::tables::PORTS
+            })?;
         $maps.shape_table.set_max_entries(cap.entries)?;
         $maps.rule_stats.set_max_entries(2 * cap.rules)?;
     }};
@@ -162,11 +160,7 @@ impl Capacity {
     /// Room for `compiled` in both generations; with `reloadable`, also for
     /// a rule set that grows to twice its size.
     pub fn for_rules(rules: &[Rule], compiled: &Compiled, reloadable: bool) -> Capacity {
-        let largest = compiled
-            .entries
-            .len()
-            .max(compiled.addr_classes.len())
-            .max(compiled.port_classes.len());
+        let largest = compiled.entries.len().max(compiled.addr_classes.len());
         let grow = if reloadable { 2 } else { 1 };
         let floor = if reloadable { 4096 } else { 16 };
         Capacity {
@@ -192,7 +186,8 @@ impl Capacity {
 #[derive(Default)]
 struct Generation {
     addr_keys: Vec<AddrKey>,
-    port_keys: Vec<PortKey>,
+    /// Ports with a class, to zero before the generation is reused.
+    ports: Vec<u32>,
     shape_keys: Vec<ShapeKey>,
     rules: usize,
 }
@@ -232,7 +227,6 @@ impl RuleState {
         if rules.len() > cap.rules as usize
             || compiled.entries.len() + other.shape_keys.len() > cap.entries as usize
             || compiled.addr_classes.len() + other.addr_keys.len() > cap.entries as usize
-            || compiled.port_classes.len() + other.port_keys.len() > cap.entries as usize
             || compiled.programs.len() > cap.programs as usize
         {
             bail!(
@@ -262,17 +256,15 @@ impl RuleState {
                 .context("writing the address trie")?;
             written.addr_keys.push(key);
         }
-        for ((port, len), class) in &compiled.port_classes {
-            let key = PortKey {
-                prefixlen: 8 + u32::from(*len),
-                gen,
-                port: port.to_be_bytes(),
-                pad: 0,
-            };
-            maps.port_trie
-                .update(bytes(&key), &class.to_ne_bytes(), MapFlags::ANY)
-                .context("writing the port trie")?;
-            written.port_keys.push(key);
+        for (port, class) in compiled.port_classes.iter().enumerate() {
+            if *class == 0 {
+                continue;
+            }
+            let index = u32::from(gen) * PORTS + port as u32;
+            maps.port_class
+                .update(&index.to_ne_bytes(), &class.to_ne_bytes(), MapFlags::ANY)
+                .context("writing the port classes")?;
+            written.ports.push(index);
         }
         for (k, r) in &compiled.entries {
             let key = ShapeKey {
@@ -341,10 +333,10 @@ impl RuleState {
                 .delete(bytes(key))
                 .context("clearing the address trie")?;
         }
-        for key in &old.port_keys {
-            maps.port_trie
-                .delete(bytes(key))
-                .context("clearing the port trie")?;
+        for index in &old.ports {
+            maps.port_class
+                .update(&index.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY)
+                .context("clearing the port classes")?;
         }
         for key in &old.shape_keys {
             maps.shape_table
