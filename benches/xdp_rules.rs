@@ -44,9 +44,23 @@ fn rule_text(i: u32) -> String {
 }
 
 fn rule_set(n: u32) -> Vec<Rule> {
-    (0..n)
-        .map(|i| filter::parse(&rule_text(i), Action::Drop).unwrap())
+    parsed((0..n).map(rule_text))
+}
+
+fn parsed(texts: impl Iterator<Item = String>) -> Vec<Rule> {
+    texts
+        .map(|t| filter::parse(&t, Action::Drop).unwrap())
         .collect()
+}
+
+/// 10,000 rules in three shapes, the last one of the first shape: the
+/// matching frame's network (10.39.15.0/24, rule 9,999).
+fn mixed_rules() -> Vec<Rule> {
+    parsed((0..10_000u32).map(|i| match i % 3 {
+        0 => rule_text(i),
+        1 => format!("dst host 172.16.{}.{} and tcp", i / 256, i % 256),
+        _ => format!("udp and dst port {}", 10_000 + i),
+    }))
 }
 
 fn udp_from(src: Ipv4Addr) -> Vec<u8> {
@@ -134,8 +148,30 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
             n,
         ));
     }
-    for count in [1u32, 100, 10_000] {
-        let rules = rule_set(count);
+    let sets: Vec<(String, u32, Vec<Rule>)> = [1u32, 100, 10_000]
+        .into_iter()
+        .map(|n| {
+            (
+                "netprobe `--drop` (`xdp_np_actions`)".to_string(),
+                n,
+                rule_set(n),
+            )
+        })
+        .chain([
+            (
+                "netprobe `--drop`, three shapes".to_string(),
+                10_000,
+                mixed_rules(),
+            ),
+            (
+                "netprobe `--drop`, one libpcap program (`src net 10.0.0.0/8 and not tcp`)"
+                    .to_string(),
+                1,
+                parsed(["src net 10.0.0.0/8 and not tcp".to_string()].into_iter()),
+            ),
+        ])
+        .collect();
+    for (label, count, rules) in sets {
         let compiled = Compiled::compile(&rules).unwrap();
         let cap = Capacity::for_rules(&rules, &compiled, false);
         let mut storage = MaybeUninit::uninit();
@@ -151,12 +187,7 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
             .install(&rule_tables(&skel), &rules, &compiled)
             .unwrap();
         let (m, n) = measure(netprobe::xdp::program(&skel), &last_net_frame(count));
-        rows.push((
-            "netprobe `--drop` (`xdp_np_actions`)".into(),
-            count.to_string(),
-            m,
-            n,
-        ));
+        rows.push((label, count.to_string(), m, n));
     }
     let base = (median(rows[0].2.clone()), median(rows[0].3.clone()));
     for (name, count, m, n) in rows {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The rule matcher shared by every hook that filters frames. The tables
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
- * there for why this is one trie lookup per field plus one hash lookup per
- * shape, whatever the number of rules; rules the tables cannot hold run as
+ * there for why this is one lookup per field (a trie for addresses, an
+ * array for ports) plus one hash lookup per shape the packet can match,
+ * whatever the number of rules; rules the tables cannot hold run as
  * libpcap programs (cbpf.h). Needs parse.h first. */
 #ifndef NETPROBE_RULES_H
 #define NETPROBE_RULES_H

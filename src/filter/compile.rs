@@ -1,7 +1,8 @@
 //! Compiling a rule set into the tables the BPF matcher reads: one
-//! longest-prefix trie for addresses, one for port blocks, and a hash per
-//! shape keyed by the tries' results. `Compiled::lookup` is what the BPF
-//! matcher does, in Rust.
+//! longest-prefix trie for addresses, an array of port classes, and a hash
+//! per shape keyed by the classes; and the libpcap programs of the rules
+//! the tables cannot hold. `Compiled::lookup` is what the BPF tables do, in
+//! Rust.
 use std::collections::{BTreeMap, HashMap};
 
 use super::model::{

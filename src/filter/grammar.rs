@@ -1,15 +1,19 @@
 //! The rule language's grammar: words to rules, every error naming the
 //! word and its column.
 //!
+//! The tables hold rules of this grammar; every other expression goes to
+//! libpcap ([`super::pcap`]), which also judges its validity as tcpdump
+//! does:
+//!
 //! ```text
 //! rule      := primitive ("and" primitive)*
-//! primitive := tcp | udp | icmp | icmp6 | arp | ip | ip6
+//! primitive := tcp | udp | sctp | icmp | icmp6 | gre | arp | rarp | ip | ip6
 //!            | [src|dst] host ADDR | [src|dst] net CIDR
-//!            | [tcp|udp] [src|dst] port N | [tcp|udp] [src|dst] portrange N-M
+//!            | [tcp|udp|sctp] [src|dst] port N | [tcp|udp|sctp] [src|dst] portrange N-M
 //! ```
 //!
-//! As in libpcap, `tcp port 80` is `tcp and port 80`: a port matches TCP
-//! and UDP, and the protocol before it narrows it to one.
+//! As in libpcap, `tcp port 80` is `tcp and port 80`: a port matches TCP,
+//! UDP and SCTP, and the protocol before it narrows it to one.
 use std::fmt;
 use std::net::IpAddr;
 

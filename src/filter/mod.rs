@@ -1,21 +1,23 @@
-//! The rule language: a small tcpdump-flavoured expression, parsed and
-//! validated ([`grammar`]), given its meaning ([`model`]), compiled
-//! ([`compile`]) into the lookup tables the BPF programs match with
-//! (src/bpf/rules.h), and written into them ([`tables`]).
+//! The rule language: tcpdump's filter expressions. A rule made of the
+//! fields the tables hold is parsed ([`grammar`]), given its meaning
+//! ([`model`]), compiled ([`compile`]) into the lookup tables the BPF
+//! programs match with (src/bpf/rules.h) and written into them
+//! ([`tables`]); any other rule is compiled by libpcap ([`pcap`]) into the
+//! classic BPF program src/bpf/cbpf.h runs.
 //!
 //! Several rules mean OR; a packet counts for the first rule it matches.
-//! Without `src`/`dst`, `host`, `net`, `port` and `portrange` match either
-//! direction. Addresses are IPv4 or IPv6; `host` and `net` match IP source
-//! and destination, and the sender and target of Ethernet/IPv4 ARP. Ports
-//! match TCP and UDP.
+//! The tables read each field where libpcap's programs read it, so a table
+//! rule matches what tcpdump's filter for it matches; they also look
+//! through up to two VLAN tags.
 //!
-//! Matching never scans rules. Addresses and ports each go through one
-//! longest-prefix-match trie that maps a packet's field to the most specific
-//! rule prefix covering it (port ranges are split into prefix-aligned
-//! blocks). Each rule alternative ("conjunction") constrains some set of
-//! fields, its *shape*; for every shape in use there is one hash lookup keyed
-//! by the packet's trie results. The cost per packet grows with the number
-//! of distinct shapes (at most [`compile::MAX_SHAPES`]), not with the number of rules.
+//! Matching never scans table rules. Addresses go through one
+//! longest-prefix-match trie that maps a packet's field to the most
+//! specific rule prefix covering it; ports through an array indexed by the
+//! port. Each rule alternative ("conjunction") constrains some set of
+//! fields, its *shape*; for every shape in use whose fields the packet has
+//! there is one hash lookup keyed by the packet's classes. The cost per
+//! packet grows with the number of distinct shapes (at most
+//! [`compile::MAX_SHAPES`]), not with the number of rules.
 pub mod compile;
 pub mod grammar;
 pub mod model;
