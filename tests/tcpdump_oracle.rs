@@ -44,6 +44,8 @@ const EXPRESSIONS: &[&str] = &[
     "host 2001:2::1",
     "ip6 host 2001:2::2",
     "ip host 198.18.0.1",
+    // A name, resolved when the rule is compiled, as tcpdump does.
+    "host localhost",
     "arp host 198.18.0.2",
     "net 198.18.0.0/15",
     "src net 10.1",

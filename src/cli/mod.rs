@@ -216,8 +216,8 @@ matching what tcpdump matches:
   tcp[tcpflags] & tcp-syn != 0       vlan 10 and udp dst port 53
 Rules made only of these, joined by 'and' ('&&'), compile into tables whose cost does not
 grow with the number of rules:
-  tcp | udp | sctp | icmp | icmp6 | gre | arp | rarp | ip | ip6
-  [src|dst] host ADDR | [src|dst] net CIDR
+  tcp | udp | sctp | icmp | icmp6 | igmp | gre | esp | ah | arp | rarp | ip | ip6 | [ip|ip6] proto N
+  [ip|ip6|arp|rarp] [src|dst] host ADDR | [ip|ip6|arp|rarp] [src|dst] net CIDR
   [tcp|udp|sctp] [src|dst] port N | [tcp|udp|sctp] [src|dst] portrange N-M
   They also match frames under up to two VLAN tags, where tcpdump needs 'vlan'. Any other
   rule runs as the program libpcap compiles for it (at most 64 such rules).

@@ -7,19 +7,23 @@
 //!
 //! ```text
 //! rule      := primitive ("and" primitive)*
-//! primitive := tcp | udp | sctp | icmp | icmp6 | gre | arp | rarp | ip | ip6
-//!            | [src|dst] host ADDR | [src|dst] net CIDR
+//! primitive := tcp | udp | sctp | icmp | icmp6 | igmp | gre | esp | ah
+//!            | arp | rarp | ip | ip6 | [ip|ip6] proto N
+//!            | [ip|ip6|arp|rarp] [src|dst] host ADDR
+//!            | [ip|ip6|arp|rarp] [src|dst] net CIDR
 //!            | [tcp|udp|sctp] [src|dst] port N | [tcp|udp|sctp] [src|dst] portrange N-M
 //! ```
 //!
 //! As in libpcap, `tcp port 80` is `tcp and port 80`: a port matches TCP,
-//! UDP and SCTP, and the protocol before it narrows it to one.
+//! UDP and SCTP, and the protocol before it narrows it to one; `ip host X`
+//! is `ip and host X`; `src or dst` is either direction.
 use std::fmt;
 use std::net::IpAddr;
 
 use super::model::{
-    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_GRE,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    Action, Conjunction, PortRange, Prefix, Rule, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_AH,
+    PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_IGMP, PROTO_IPV6_FRAGMENT, PROTO_SCTP,
+    PROTO_TCP, PROTO_UDP,
 };
 use super::pcap;
 
@@ -222,12 +226,31 @@ fn conjoin(a: &Conjunction, b: &Conjunction) -> Option<Conjunction> {
     })
 }
 
-/// Whether the words begin a `[src|dst] port` or `portrange` primitive.
-fn starts_port(words: &[Word<'_>]) -> bool {
-    let at = usize::from(matches!(words[0].text, "src" | "dst"));
-    words
-        .get(at)
-        .is_some_and(|w| matches!(w.text, "port" | "portrange"))
+/// How many words a direction takes at the start of `words`: `src`,
+/// `dst`, `src or dst` (libpcap's default: either), or none.
+fn direction_words(words: &[Word<'_>]) -> usize {
+    let texts: Vec<&str> = words.iter().take(3).map(|w| w.text).collect();
+    match texts.as_slice() {
+        ["src", "or", "dst", ..] => 3,
+        ["src" | "dst", ..] => 1,
+        _ => 0,
+    }
+}
+
+/// Whether the protocol word `qualifier` qualifies the primitive the words
+/// begin, as libpcap reads `tcp port 80`, `ip host X`, `ip6 net N`,
+/// `arp host X` and `ip proto 47`: the same as joining them with `and`.
+fn qualifies(qualifier: &str, words: &[Word<'_>]) -> bool {
+    let at = direction_words(words);
+    let Some(next) = words.get(at).map(|w| w.text) else {
+        return false;
+    };
+    match qualifier {
+        "tcp" | "udp" | "sctp" => matches!(next, "port" | "portrange"),
+        "ip" | "ip6" => matches!(next, "host" | "net") || (at == 0 && next == "proto"),
+        "arp" | "rarp" => matches!(next, "host" | "net"),
+        _ => false,
+    }
 }
 
 /// Parses and validates one rule. The empty rule matches every packet.
@@ -298,13 +321,15 @@ pub(super) fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleErr
     let words = words(text);
     let mut alternatives = vec![Conjunction::default()];
     // The last primitive was tcp or udp, which may qualify a port after it.
-    let mut qualifies_port = false;
+    // The last primitive, if it is a protocol word that may qualify the
+    // primitive after it.
+    let mut qualifier: Option<&str> = None;
     let mut i = 0;
     while i < words.len() {
         if i > 0 {
             match words[i].text {
                 "and" | "&&" => i += 1,
-                _ if qualifies_port && starts_port(&words[i..]) => {}
+                _ if qualifier.is_some_and(|q| qualifies(q, &words[i..])) => {}
                 "or" | "||" => {
                     return Err(err(
                         "'or' is beyond the tables' language".into(),
@@ -327,13 +352,14 @@ pub(super) fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleErr
         }
         let start = &words[i];
         let mut dir = Dir::Either;
-        if matches!(start.text, "src" | "dst") {
-            dir = if start.text == "src" {
-                Dir::Src
-            } else {
-                Dir::Dst
+        let dir_words = direction_words(&words[i..]);
+        if dir_words > 0 {
+            dir = match (start.text, dir_words) {
+                ("src", 1) => Dir::Src,
+                ("dst", 1) => Dir::Dst,
+                _ => Dir::Either,
             };
-            i += 1;
+            i += dir_words;
             let Some(next) = words.get(i) else {
                 return Err(err(
                     format!(
@@ -370,6 +396,26 @@ pub(super) fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleErr
             // libpcap 1.10 has no `gre` keyword; this is its `proto gre`.
             "gre" => proto(None, Some(PROTO_GRE)),
             "icmp" => proto(Some(L3_IPV4), Some(PROTO_ICMP)),
+            "igmp" => proto(Some(L3_IPV4), Some(PROTO_IGMP)),
+            "esp" => proto(None, Some(PROTO_ESP)),
+            "ah" => proto(None, Some(PROTO_AH)),
+            // `proto N`; 44 (an IPv6 fragment header) is left to libpcap,
+            // whose IPv6 test for it differs from that for every other
+            // protocol.
+            "proto" => {
+                let arg = words
+                    .get(i + 1)
+                    .and_then(|w| w.text.parse::<u8>().ok())
+                    .filter(|n| *n != PROTO_IPV6_FRAGMENT)
+                    .ok_or_else(|| {
+                        err(
+                            "'proto' takes a protocol number here".into(),
+                            Some(word.column),
+                        )
+                    })?;
+                i += 1;
+                proto(None, Some(arg))
+            }
             "icmp6" => proto(Some(L3_IPV6), Some(PROTO_ICMPV6)),
             "arp" => proto(Some(L3_ARP), None),
             "rarp" => proto(Some(L3_RARP), None),
@@ -447,7 +493,12 @@ pub(super) fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleErr
                 ))
             }
         };
-        qualifies_port = matches!(word.text, "tcp" | "udp" | "sctp");
+        qualifier = (dir_words == 0
+            && matches!(
+                word.text,
+                "tcp" | "udp" | "sctp" | "ip" | "ip6" | "arp" | "rarp"
+            ))
+        .then_some(word.text);
         let mut next = Vec::new();
         for a in &alternatives {
             for b in &alts {

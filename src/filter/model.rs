@@ -13,9 +13,13 @@ pub const L3_ARP: u8 = 2;
 pub const L3_RARP: u8 = 3;
 /// IP protocol numbers.
 pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_IGMP: u8 = 2;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_IPV6_FRAGMENT: u8 = 44;
 pub const PROTO_GRE: u8 = 47;
+pub const PROTO_ESP: u8 = 50;
+pub const PROTO_AH: u8 = 51;
 pub const PROTO_ICMPV6: u8 = 58;
 pub const PROTO_SCTP: u8 = 132;
 

@@ -399,3 +399,34 @@ fn first_rule_wins_a_shared_key() {
     };
     assert_eq!(compiled.lookup(&p).unwrap().rule, 0);
 }
+
+/// libpcap's protocol qualifiers (`ip host X`, `arp host X`, `ip6 net N`,
+/// `ip proto N`) and `src or dst` are the tables' too; `proto 44`, whose
+/// IPv6 test differs, is libpcap's.
+#[test]
+fn qualified_primitives_are_table_rules() {
+    for (qualified, spelled_out) in [
+        ("ip host 198.18.0.1", "ip and host 198.18.0.1"),
+        ("arp host 198.18.0.2", "arp and host 198.18.0.2"),
+        ("ip6 net 2001:db8::/32", "ip6 and net 2001:db8::/32"),
+        ("ip src host 10.1.2.3", "ip and src host 10.1.2.3"),
+        ("ip proto 47", "ip and proto 47"),
+        ("ip6 proto 17", "ip6 and udp"),
+        ("src or dst port 53", "port 53"),
+        ("udp src or dst port 53", "udp and port 53"),
+    ] {
+        let rule = drop_rule(qualified);
+        assert!(rule.program.is_none(), "{qualified}");
+        assert_eq!(
+            rule.alternatives,
+            drop_rule(spelled_out).alternatives,
+            "{qualified}"
+        );
+    }
+    for word in ["igmp", "esp", "ah", "proto 17", "rarp"] {
+        assert!(drop_rule(word).program.is_none(), "{word}");
+    }
+    for text in ["proto 44", "ip6 proto 44", "tcp host 1.2.3.4", "ip port 80"] {
+        assert!(table_alternatives(text).is_err(), "{text}");
+    }
+}
