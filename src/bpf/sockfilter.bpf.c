@@ -39,6 +39,14 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 #define NP_VLAN_HLEN 4
 #define NP_ETH_ADDRS 12 /* destination and source MAC */
 
+/* Settings fixed at load time. */
+const volatile bool rules_enabled = false;
+/* Bytes of each frame copied: the headers the parser reads, or up to
+ * NP_FRAME_COPY when a libpcap program may read the packet data too. */
+const volatile __u32 copy_limit = NP_FRAME_COPY;
+const volatile bool counts_only = false;
+const volatile __u32 snaplen = 0xffffffff;
+
 /* Fills frame_copy from the socket buffer; false if that fails. */
 static __always_inline bool np_copy_frame(struct __sk_buff *skb, struct np_ctx *c)
 {
@@ -51,6 +59,8 @@ static __always_inline bool np_copy_frame(struct __sk_buff *skb, struct np_ctx *
 	d = c->frame->data;
 	c->len = skb->len + tag;
 	n = skb->len;
+	if (n > copy_limit - NP_VLAN_HLEN)
+		n = copy_limit - NP_VLAN_HLEN;
 	if (n > NP_FRAME_COPY - NP_VLAN_HLEN)
 		n = NP_FRAME_COPY - NP_VLAN_HLEN;
 	if (!tag || n < NP_ETH_ADDRS) {
@@ -77,10 +87,6 @@ struct {
 	__type(value, struct np_stats);
 } sock_stats SEC(".maps");
 
-/* Settings fixed at load time. */
-const volatile bool rules_enabled = false;
-const volatile bool counts_only = false;
-const volatile __u32 snaplen = 0xffffffff;
 
 /* The fields rules match on, read in a global function (see xdp.bpf.c);
  * the frame is already in frame_copy, `caplen` bytes of it. */

@@ -58,6 +58,7 @@ impl<'obj> Loaded<'obj> {
             rules: (!rules.is_empty()).then_some(capacity),
             counts_only: args.counts_only,
             snaplen: args.snaplen,
+            whole_frames: !compiled.programs.is_empty(),
         };
         let skel = load(storage, &opts)?;
         let rule_state = if rules.is_empty() {

@@ -18,7 +18,14 @@ pub struct LoadOptions {
     pub counts_only: bool,
     /// Bytes delivered per frame; 0 for the whole frame.
     pub snaplen: u32,
+    /// A rule runs as a libpcap program, which may read any of the frame's
+    /// first NP_FRAME_COPY bytes; otherwise only headers are copied.
+    pub whole_frames: bool,
 }
+
+/// What the parser and the tables read at most (`NP_FRAME_COPY` is 4096).
+const HEADER_BYTES: u32 = 1088;
+const FRAME_COPY: u32 = 4096;
 
 pub fn load<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,
@@ -34,6 +41,11 @@ pub fn load<'obj>(
         .context("no .rodata in the socket filter object")?;
     rodata.rules_enabled = opts.rules.is_some();
     rodata.counts_only = opts.counts_only;
+    rodata.copy_limit = if opts.whole_frames {
+        FRAME_COPY
+    } else {
+        HEADER_BYTES
+    };
     // The filter's return value is how many bytes the socket keeps.
     rodata.snaplen = if opts.snaplen == 0 {
         u32::MAX
