@@ -61,7 +61,7 @@ struct np_stats {
 #define NP_PROGRAM_INSNS 512
 /* Bytes of a frame a libpcap program can read (a power of two), and room
  * after them for the widest header read at the last offset. */
-#define NP_FRAME_COPY 4096
+#define NP_FRAME_COPY 16384
 #define NP_FRAME_SLACK 64
 
 /* The link-layer class rules match on (after up to two VLAN tags); the

@@ -23,9 +23,9 @@ pub struct LoadOptions {
     pub whole_frames: bool,
 }
 
-/// What the parser and the tables read at most (`NP_FRAME_COPY` is 4096).
+/// What the parser and the tables read at most, and `NP_FRAME_COPY`.
 const HEADER_BYTES: u32 = 1088;
-const FRAME_COPY: u32 = 4096;
+const FRAME_COPY: u32 = 16384;
 
 pub fn load<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,
