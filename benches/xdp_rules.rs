@@ -19,10 +19,11 @@ use common::frames::*;
 use common::netns::Pair;
 use common::process::{verdict, Running};
 use common::traffic::{blast, median, ns_per_packet, with_program, TrafgenConf};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{AsRawLibbpf, ObjectBuilder, ProgramMut};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{AsRawLibbpf, ObjectBuilder, OpenObject, ProgramMut};
 use netprobe::filter::tables::{Capacity, RuleState};
 use netprobe::filter::{self, Action, Compiled, Rule};
+use netprobe::skel::xdp::XdpSkel;
 use netprobe::skel::xdp_drop::XdpDropSkelBuilder;
 use netprobe::skel::xdp_pass::XdpPassSkelBuilder;
 use netprobe::xdp::{load, rule_tables, LoadOptions};
@@ -51,6 +52,28 @@ fn parsed(texts: impl Iterator<Item = String>) -> Vec<Rule> {
     texts
         .map(|t| filter::parse(&t, Action::Drop).unwrap())
         .collect()
+}
+
+/// A block list of `n` rules: /32 hosts and /16 to /24 networks, IPv4
+/// and IPv6, and ports; its last rule is `rule_text(0)`, which the
+/// matching frame (from 10.0.0.5) hits.
+fn block_list(n: u32) -> Vec<String> {
+    let mut texts: Vec<String> = (1..n)
+        .map(|i| {
+            let (a, b, c) = (i >> 16 & 255, i >> 8 & 255, i & 255);
+            match i % 10 {
+                0..=3 => format!("src host 172.{}.{b}.{c}", 16 + a),
+                4 => format!("src net 100.{b}.{c}.0/24"),
+                5 => format!("src net 101.{b}.{}.0/20", c & 0xf0),
+                6 => format!("src net {}.{b}.0.0/16", 102 + a),
+                7 => format!("src net 2001:db8:{b:x}{c:02x}::/48"),
+                8 => format!("src host 2001:db8::{:x}:{:x}", i >> 16, i & 0xffff),
+                _ => format!("tcp and dst port {}", 1 + i % 60_000),
+            }
+        })
+        .collect();
+    texts.push(rule_text(0));
+    texts
 }
 
 /// 10,000 rules in three shapes, the last one of the first shape: the
@@ -148,13 +171,14 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
             n,
         ));
     }
-    let sets: Vec<(String, u32, Vec<Rule>)> = [1u32, 100, 10_000]
+    let sets: Vec<(String, u32, Vec<Rule>, Vec<u8>)> = [1u32, 100, 10_000]
         .into_iter()
         .map(|n| {
             (
                 "netprobe `--drop` (`xdp_np_actions`)".to_string(),
                 n,
                 rule_set(n),
+                last_net_frame(n),
             )
         })
         .chain([
@@ -162,31 +186,33 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
                 "netprobe `--drop`, three shapes".to_string(),
                 10_000,
                 mixed_rules(),
+                last_net_frame(10_000),
+            ),
+            (
+                "netprobe `--drop`, a block list (hosts, /16-/24 nets, IPv4 and IPv6, ports)"
+                    .to_string(),
+                100_000,
+                parsed(block_list(100_000).into_iter()),
+                last_net_frame(1),
             ),
             (
                 "netprobe `--drop`, one libpcap program (`src net 10.0.0.0/8 and not tcp`)"
                     .to_string(),
                 1,
                 parsed(["src net 10.0.0.0/8 and not tcp".to_string()].into_iter()),
+                last_net_frame(1),
             ),
         ])
         .collect();
-    for (label, count, rules) in sets {
+    for (label, count, rules, matching) in sets {
         let compiled = Compiled::compile(&rules).unwrap();
         let cap = Capacity::for_rules(&rules, &compiled, false);
         let mut storage = MaybeUninit::uninit();
-        let skel = load(
-            &mut storage,
-            &LoadOptions {
-                rules: Some(cap),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let skel = load_with_rules(&mut storage, cap);
         RuleState::new(cap)
             .install(&rule_tables(&skel), &rules, &compiled)
             .unwrap();
-        let (m, n) = measure(netprobe::xdp::program(&skel), &last_net_frame(count));
+        let (m, n) = measure(netprobe::xdp::program(&skel), &matching);
         rows.push((label, count.to_string(), m, n));
     }
     let base = (median(rows[0].2.clone()), median(rows[0].3.clone()));
@@ -199,39 +225,67 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
         );
     }
 
-    // Load time: parse, compile, create the maps, load the program, write the tables.
-    let text: String = (0..10_000).map(|i| rule_text(i) + "\n").collect();
-    let start = Instant::now();
-    let rules = filter::parse_file("bench", &text, Action::Drop)
-        .unwrap()
-        .rules;
-    let compiled = Compiled::compile(&rules).unwrap();
-    let parsed = start.elapsed();
-    let cap = Capacity::for_rules(&rules, &compiled, true);
-    let mut storage = MaybeUninit::uninit();
-    let skel = load(
-        &mut storage,
-        &LoadOptions {
-            rules: Some(cap),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let loaded = start.elapsed();
-    RuleState::new(cap)
-        .install(&rule_tables(&skel), &rules, &compiled)
-        .unwrap();
-    let installed = start.elapsed();
-    println!(
-        "\n10,000 rules from text to in force: {:.0} ms (parse and compile {:.0} ms, load the program {:.0} ms, \
-write {} table entries {:.0} ms). Target: under a second.",
-        ms(installed),
-        ms(parsed),
-        ms(loaded - parsed),
-        compiled.entries.len() + compiled.addr_classes.len() + compiled.port_classes.iter().filter(|c| **c != 0).count(),
-        ms(installed - loaded)
-    );
+    // Load time: parse, compile, create the maps, load the program, write
+    // the tables; and the kernel memory the maps take.
+    println!();
+    for (what, texts) in [
+        (
+            "10,000 rules (one shape)",
+            (0..10_000).map(rule_text).collect::<Vec<_>>(),
+        ),
+        ("100,000 rules (the block list)", block_list(100_000)),
+    ] {
+        let text: String = texts.iter().map(|t| format!("{t}\n")).collect();
+        let start = Instant::now();
+        let rules = filter::parse_file("bench", &text, Action::Drop)
+            .unwrap()
+            .rules;
+        let compiled = Compiled::compile(&rules).unwrap();
+        let parsed = start.elapsed();
+        let cap = Capacity::for_rules(&rules, &compiled, true);
+        let mut storage = MaybeUninit::uninit();
+        let skel = load_with_rules(&mut storage, cap);
+        let loaded = start.elapsed();
+        RuleState::new(cap)
+            .install(&rule_tables(&skel), &rules, &compiled)
+            .unwrap();
+        let installed = start.elapsed();
+        let memlock: u64 = skel.object().maps().map(|m| map_memlock(m.as_fd())).sum();
+        println!(
+            "{what} from text to in force (reloadable, room for twice as many): {:.0} ms (parse and \
+compile {:.0} ms, load the program {:.0} ms, write {} table entries {:.0} ms); the maps take {:.1} MiB \
+of kernel memory (memlock).",
+            ms(installed),
+            ms(parsed),
+            ms(loaded - parsed),
+            compiled.entries.len()
+                + compiled.addr_classes.len()
+                + compiled.port_classes.iter().filter(|c| **c != 0).count(),
+            ms(installed - loaded),
+            memlock as f64 / f64::from(1 << 20),
+        );
+    }
     println!("\nReproduce: `make bench` (section 1 of `benches/xdp_rules.rs`).\n");
+}
+
+/// The XDP program with rule tables of capacity `cap`, loaded.
+fn load_with_rules(storage: &mut MaybeUninit<OpenObject>, cap: Capacity) -> XdpSkel<'_> {
+    let opts = LoadOptions {
+        rules: Some(cap),
+        ..Default::default()
+    };
+    load(storage, &opts).unwrap()
+}
+
+/// The kernel memory a map is charged for (`memlock` in its fdinfo).
+fn map_memlock(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd;
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> f64 {

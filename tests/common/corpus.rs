@@ -63,6 +63,13 @@ fn frame6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, rest: &[u8]) -> Vec<u8> {
     eth(ETH_IPV6, &ipv6(src, dst, next, rest))
 }
 
+/// A UDP datagram to a link-layer `mac` (broadcast, multicast).
+fn udp4_to(mac: [u8; 6], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let (s, d) = (v4(src), v4(dst));
+    let l4 = udp(s.into(), d.into(), sport, dport, &[0; 8]);
+    eth_tagged(mac, MAC_A, &[], ETH_IPV4, &ipv4(s, d, PROTO_UDP, &l4))
+}
+
 /// Whole frames, one of each kind.
 pub fn base_frames() -> Vec<Vec<u8>> {
     let (a, b) = (IpAddr::from(IP4_A), IpAddr::from(IP4_B));
@@ -191,30 +198,8 @@ pub fn base_frames() -> Vec<Vec<u8>> {
             PROTO_UDP,
             &udp(a, b, 138, 138, &[0; 8]),
         ),
-        eth_tagged(
-            BROADCAST,
-            MAC_A,
-            &[],
-            ETH_IPV4,
-            &ipv4(
-                v4([10, 1, 0, 1]),
-                v4([255, 255, 255, 255]),
-                PROTO_UDP,
-                &udp(a, b, 68, 67, &[0; 8]),
-            ),
-        ),
-        eth_tagged(
-            MULTICAST4,
-            MAC_A,
-            &[],
-            ETH_IPV4,
-            &ipv4(
-                v4([10, 2, 0, 1]),
-                v4([224, 0, 0, 251]),
-                PROTO_UDP,
-                &udp(a, b, 5353, 5353, &[0; 8]),
-            ),
-        ),
+        udp4_to(BROADCAST, [10, 1, 0, 1], [255, 255, 255, 255], 68, 67),
+        udp4_to(MULTICAST4, [10, 2, 0, 1], [224, 0, 0, 251], 5353, 5353),
         frame4(IP4_A, IP4_B, PROTO_UDP, &udp(a, b, 1053, 9, &[9; 1200])),
         // IPv6.
         frame6(IP6_A, IP6_B, PROTO_UDP, &udp(a6, b6, 1053, 53, &[6; 12])),
