@@ -58,7 +58,7 @@ struct np_stats {
 #define NP_MAX_SHAPES 64
 /* Rules matched by a libpcap program instead of the tables (cbpf.h). */
 #define NP_MAX_PROGRAMS 64
-#define NP_PROGRAM_INSNS 512
+#define NP_PROGRAM_INSNS 4096
 /* Bytes of a frame a libpcap program can read (a power of two), and room
  * after them for the widest header read at the last offset. */
 #define NP_FRAME_COPY 16384

@@ -287,8 +287,12 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
             }
             Err(m) => {
                 let m = m.trim_start_matches("can't parse filter expression: ");
-                let column = quoted_word_column(text, m).or(table_error.column);
-                return Err(err(m.to_string(), column));
+                let column = if m.starts_with("syntax error") {
+                    syntax_error_column(text)
+                } else {
+                    quoted_word_column(text, m)
+                };
+                return Err(err(m.to_string(), column.or(table_error.column)));
             }
         },
     };
@@ -308,6 +312,50 @@ fn quoted_word_column(text: &str, message: &str) -> Option<usize> {
         .iter()
         .find(|w| w.text == quoted || w.text.contains(quoted))
         .map(|w| w.column)
+}
+
+/// Where libpcap's "syntax error" (which names no place) is: the first word
+/// after which no expression can go on, found by asking libpcap whether
+/// the words up to there, followed by one of a few endings, compile. That
+/// holds for every prefix up to the error and for none after it, so a
+/// binary search takes a few compiles, however long the rule.
+fn syntax_error_column(text: &str) -> Option<usize> {
+    const FILLERS: [&str; 7] = [
+        "",
+        " tcp",
+        " 1",
+        " = 1",
+        " 1 = 1",
+        " 1.2.3.4",
+        " host 1.2.3.4",
+    ];
+    let words = words(text);
+    let completable = |n: usize| {
+        let prefix = words[..n]
+            .iter()
+            .map(|w| w.text)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let open = prefix.matches('(').count();
+        let closes = " )".repeat(open.saturating_sub(prefix.matches(')').count()));
+        FILLERS
+            .iter()
+            .any(|fill| pcap::compile(&format!("{prefix}{fill}{closes}")).is_ok())
+    };
+    // completable(lo) holds, completable(hi) does not.
+    let (mut lo, mut hi) = (0, words.len());
+    if completable(hi) {
+        return words.last().map(|w| w.column);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if completable(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(words[hi - 1].column)
 }
 
 /// The rule as alternatives of the tables' fields; `Err` when it uses

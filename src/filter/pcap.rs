@@ -19,8 +19,9 @@ pub struct Insn {
     pub k: u32,
 }
 
-/// Instructions a program may have (`NP_PROGRAM_INSNS`).
-pub const MAX_INSNS: usize = 512;
+/// Instructions a program may have (`NP_PROGRAM_INSNS`): the kernel's own
+/// limit for a classic BPF filter (BPF_MAXINSNS).
+pub const MAX_INSNS: usize = 4096;
 /// The link type and snap length tcpdump reads an Ethernet capture with.
 const DLT_EN10MB: c_int = 1;
 const SNAPLEN: c_int = 262_144;

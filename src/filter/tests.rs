@@ -146,6 +146,10 @@ fn libpcap_takes_the_rest_and_says_what_is_wrong() {
         "bad rule 'udp and dst prot 9': unknown host 'prot' at column 13"
     );
     assert!(error("tcp port 80 port 81").ends_with("syntax error at column 13"));
+    // libpcap names no place for a syntax error: netprobe finds the word.
+    assert!(error("tcp or or udp").ends_with("syntax error at column 8"));
+    assert!(error("(tcp or udp))").ends_with("syntax error at column 9"));
+    assert!(error("tcp and").ends_with("syntax error at column 5"));
     assert!(error("net 10.1.2.3/8").contains("non-network bits set"));
     assert!(error("port 70000").contains("illegal port number 70000 > 65535"));
     assert!(error("port nosuchservice").contains("unknown port 'nosuchservice' at column 6"));
