@@ -554,15 +554,36 @@ fn random_rule(rng: &mut Rng) -> String {
         .to_string()
     };
     let dir = |rng: &mut Rng| rng.pick(&["", "src ", "dst "]);
+    let qualifier = |rng: &mut Rng| rng.pick(&["", "", "ip ", "ip6 ", "arp ", "rarp "]);
     let primitive = |rng: &mut Rng| -> String {
-        match rng.below(9) {
+        match rng.below(10) {
             0 => rng
                 .pick(&[
-                    "tcp", "udp", "icmp", "icmp6", "arp", "rarp", "ip", "ip6", "sctp",
+                    "tcp",
+                    "udp",
+                    "icmp",
+                    "icmp6",
+                    "arp",
+                    "rarp",
+                    "ip",
+                    "ip6",
+                    "sctp",
+                    "igmp",
+                    "esp",
+                    "ah",
+                    "proto 17",
+                    "ip proto 6",
+                    "ip6 proto 58",
+                    "ip6 proto 44",
                 ])
                 .to_string(),
-            1 | 2 => format!("{}host {}", dir(rng), addr(rng)),
-            3 => format!("{}net {}", dir(rng), net(rng)),
+            1 | 2 => format!("{}{}host {}", qualifier(rng), dir(rng), addr(rng)),
+            3 => format!("{}{}net {}", qualifier(rng), dir(rng), net(rng)),
+            9 => format!(
+                "{}src or dst port {}",
+                rng.pick(&["", "tcp ", "udp ", "sctp "]),
+                rng.pick(&PORTS)
+            ),
             4 | 5 => format!("{}port {}", dir(rng), rng.pick(&PORTS)),
             6 => format!(
                 "{}portrange {}",
