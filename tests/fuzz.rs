@@ -631,6 +631,7 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
             rules: 64,
             entries: 1 << 16,
             programs: 64,
+            cells: 1 << 16,
         }),
         ..Default::default()
     };

@@ -48,6 +48,7 @@ fn with_rules(texts: &[&str], opts: LoadOptions, f: impl FnOnce(&SockfilterSkel<
         rules: 16,
         entries: 256,
         programs: 64,
+        cells: 1 << 16,
     };
     let mut storage = MaybeUninit::uninit();
     let skel = load(

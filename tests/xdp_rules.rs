@@ -52,6 +52,7 @@ fn rules_options() -> LoadOptions {
             rules: 64,
             entries: 4096,
             programs: 64,
+            cells: 1 << 16,
         }),
         ..Default::default()
     }
@@ -93,6 +94,7 @@ fn every_primitive_matches_and_misses_for_ipv4_and_ipv6() {
         rules: 64,
         entries: 4096,
         programs: 64,
+        cells: 1 << 16,
     });
 
     let other4 = Ipv4Addr::new(203, 0, 113, 7);
@@ -340,6 +342,7 @@ fn reload_swaps_the_whole_rule_set() {
         rules: 64,
         entries: 4096,
         programs: 64,
+        cells: 1 << 16,
     });
     let udp9 = udp4_frame(9, 0);
     let udp10 = udp4_frame(10, 0);
@@ -383,6 +386,7 @@ fn dry_run_passes_and_counts_would_drop() {
         rules: 64,
         entries: 4096,
         programs: 64,
+        cells: 1 << 16,
     });
     install(&skel, &mut state, &parse_all(&["udp"], Action::Drop));
     let frame = udp4_frame(9, 0);
@@ -410,6 +414,7 @@ fn redirect_rules_pick_the_devmap() {
         rules: 64,
         entries: 4096,
         programs: 64,
+        cells: 1 << 16,
     });
     let mut rules = parse_all(&["udp and dst port 9"], Action::Drop);
     rules.extend(parse_all(&["udp"], Action::Redirect));

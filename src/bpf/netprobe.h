@@ -119,12 +119,24 @@ struct np_rule_ref {
 	__u32 action; /* enum np_action */
 };
 
+/* Fields in a shape, in the order of the NP_SHAPE_* bits. */
+#define NP_FIELDS 6
+/* A shape whose entries are in shape_table, not in dense_cells. */
+#define NP_NOT_DENSE 0xffffffffU
+
 struct np_rules_config {
 	__u32 n_shapes;
 	__u32 fields; /* the OR of all shapes: which lookups are needed at all */
 	__u32 n_programs;
 	__u32 pad;
 	__u8 shape[NP_MAX_SHAPES];
+	/* A shape whose classes have few combinations has a cell for each in
+	 * dense_cells, from dense_base on: cell base + the sum of each field's
+	 * class times its stride (l3 value, proto_class, then the classes of
+	 * src, dst, sport, dport). An array lookup, where a hash costs more. */
+	__u32 dense_base[NP_MAX_SHAPES];
+	__u32 stride[NP_MAX_SHAPES][NP_FIELDS];
+	__u8 proto_class[256];
 };
 
 /* A classic BPF instruction (struct sock_filter). */

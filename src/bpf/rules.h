@@ -41,6 +41,14 @@ struct {
 	__type(value, struct np_rule_ref);
 } shape_table SEC(".maps");
 
+/* Rules by dense cell: generation * max_cells + cell (see np_rules_config). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_rule_ref);
+} dense_cells SEC(".maps");
+
 /* One config per generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -67,6 +75,8 @@ struct {
 
 /* Rules per generation: the stride of rule_stats. */
 const volatile __u32 max_rules = 1;
+/* Dense cells per generation. */
+const volatile __u32 max_cells = 1;
 
 /* Reads `size` (1 or 2) bytes at `off`, big-endian; false past the end. */
 static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, __u32 *out)
@@ -232,6 +242,17 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 		shape = cfg->shape[i];
 		if (shape & ~f.found)
 			continue;
+		if (cfg->dense_base[i] != NP_NOT_DENSE) {
+			const __u32 *st = cfg->stride[i];
+			__u32 cell = gen * max_cells + cfg->dense_base[i] + f.l3 * st[0] +
+				     cfg->proto_class[f.proto] * st[1] + f.src * st[2] +
+				     f.dst * st[3] + f.sport * st[4] + f.dport * st[5];
+
+			ref = bpf_map_lookup_elem(&dense_cells, &cell);
+			if (ref && ref->action != NP_ACTION_NONE && ref->rule < best.rule)
+				best = *ref;
+			continue;
+		}
 		key.gen = gen;
 		key.shape = shape;
 		key.l3 = shape & NP_SHAPE_L3 ? f.l3 : 0;

@@ -53,7 +53,30 @@ pub struct Compiled {
     pub entries: HashMap<ShapeKey, RuleRef>,
     /// Rules matched by their libpcap program, in rule order.
     pub programs: Vec<(RuleRef, Vec<Insn>)>,
+    /// How each shape (in `shapes` order) is stored: as dense cells, or
+    /// (None) in the hash.
+    pub dense: Vec<Option<Dense>>,
+    /// The dense cells that hold a rule, by index.
+    pub cells: Vec<(u32, RuleRef)>,
+    /// Cells the dense shapes take in all.
+    pub cell_count: u32,
+    /// IP protocol -> its class in dense cells (0: no rule names it).
+    pub proto_class: Vec<u8>,
 }
+
+/// Where a dense shape's cells begin, and each field's stride (l3, proto,
+/// src, dst, sport, dport; 0 for a field the shape does not constrain).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dense {
+    pub base: u32,
+    pub stride: [u32; 6],
+}
+
+/// Cells one shape may take as dense cells; a shape whose classes combine
+/// into more stays in the hash.
+pub const MAX_CELLS_PER_SHAPE: u64 = 1 << 20;
+/// Dense cells a rule set may take in all.
+pub const MAX_CELLS: u64 = 1 << 21;
 
 /// Prefixes indexed so that "all prefixes inside P" is a range scan:
 /// (group, first value, last value), where group keeps IPv4 and IPv6 apart.
@@ -236,7 +259,102 @@ impl Compiled {
             shapes: shape_order.into_iter().map(|(_, s)| s).collect(),
             entries,
             programs,
-        })
+            ..Default::default()
+        }
+        .with_dense_cells())
+    }
+
+    /// How `shape` is stored, if as dense cells.
+    fn dense_of(&self, shape: u8) -> Option<Dense> {
+        let i = self.shapes.iter().position(|s| *s == shape)?;
+        self.dense.get(i).copied().flatten()
+    }
+
+    /// Lays out as dense cells every shape whose classes combine into few
+    /// enough cells, and moves its entries there.
+    fn with_dense_cells(mut self) -> Compiled {
+        let mut protos: Vec<u8> = self
+            .entries
+            .keys()
+            .filter(|k| k.shape & SHAPE_PROTO != 0)
+            .map(|k| k.proto)
+            .collect();
+        protos.sort_unstable();
+        protos.dedup();
+        self.proto_class = vec![0u8; 256];
+        for (i, p) in protos.iter().enumerate() {
+            // At most 255 protocols: class 0 is "none".
+            self.proto_class[usize::from(*p)] = i as u8 + 1;
+        }
+        let addrs = self.addr_classes.len() as u64 + 1;
+        let ports = u64::from(self.port_classes.iter().copied().max().unwrap_or(0)) + 1;
+        // Values each field's class takes: l3, proto, src, dst, sport, dport.
+        let values = [4, protos.len() as u64 + 1, addrs, addrs, ports, ports];
+        let bits = [
+            SHAPE_L3,
+            SHAPE_PROTO,
+            SHAPE_SRC,
+            SHAPE_DST,
+            SHAPE_SPORT,
+            SHAPE_DPORT,
+        ];
+        let mut next = 0u64;
+        self.dense = self
+            .shapes
+            .iter()
+            .map(|&shape| {
+                let mut stride = [0u32; 6];
+                let mut size = 1u64;
+                for f in 0..6 {
+                    if shape & bits[f] != 0 {
+                        stride[f] = u32::try_from(size).ok()?;
+                        size = size.checked_mul(values[f])?;
+                    }
+                }
+                if size > MAX_CELLS_PER_SHAPE || next + size > MAX_CELLS {
+                    return None;
+                }
+                let dense = Dense {
+                    base: next as u32,
+                    stride,
+                };
+                next += size;
+                Some(dense)
+            })
+            .collect();
+        self.cell_count = next as u32;
+        let dense_of: HashMap<u8, Dense> = self
+            .shapes
+            .iter()
+            .zip(&self.dense)
+            .filter_map(|(s, d)| d.map(|d| (*s, d)))
+            .collect();
+        let proto_class = self.proto_class.clone();
+        let mut cells = Vec::new();
+        self.entries.retain(|key, rule| {
+            let Some(d) = dense_of.get(&key.shape) else {
+                return true;
+            };
+            let classes = [
+                u32::from(key.l3),
+                u32::from(proto_class[usize::from(key.proto)]),
+                key.src,
+                key.dst,
+                key.sport,
+                key.dport,
+            ];
+            let cell = d.base
+                + classes
+                    .iter()
+                    .zip(d.stride)
+                    .map(|(c, s)| c * s)
+                    .sum::<u32>();
+            cells.push((cell, *rule));
+            false
+        });
+        cells.sort_by_key(|(cell, _)| *cell);
+        self.cells = cells;
+        self
     }
 
     /// What the BPF tables do, in Rust: the first table rule a packet with
@@ -289,7 +407,29 @@ impl Compiled {
                     sport: pick(SHAPE_SPORT),
                     dport: pick(SHAPE_DPORT),
                 };
-                self.entries.get(&key).copied()
+                match self.dense_of(shape) {
+                    Some(d) => {
+                        let classes = [
+                            u32::from(key.l3),
+                            u32::from(self.proto_class[usize::from(key.proto)]),
+                            key.src,
+                            key.dst,
+                            key.sport,
+                            key.dport,
+                        ];
+                        let cell = d.base
+                            + classes
+                                .iter()
+                                .zip(d.stride)
+                                .map(|(c, s)| c * s)
+                                .sum::<u32>();
+                        self.cells
+                            .binary_search_by_key(&cell, |(c, _)| *c)
+                            .ok()
+                            .map(|i| self.cells[i].1)
+                    }
+                    None => self.entries.get(&key).copied(),
+                }
             })
             .min_by_key(|r| r.rule)
     }

@@ -61,7 +61,13 @@ struct RulesConfig {
     n_programs: u32,
     pad: u32,
     shape: [u8; MAX_SHAPES],
+    dense_base: [u32; MAX_SHAPES],
+    stride: [[u32; 6]; MAX_SHAPES],
+    proto_class: [u8; 256],
 }
+
+/// `NP_NOT_DENSE`.
+const NOT_DENSE: u32 = u32::MAX;
 
 /// `struct np_program`.
 #[repr(C)]
@@ -105,6 +111,7 @@ pub struct RuleTables<'a, M: MapCore> {
     pub rules_active: &'a M,
     pub rule_stats: &'a M,
     pub programs: &'a M,
+    pub dense_cells: &'a M,
 }
 
 /// The rule tables of any loaded skeleton whose program includes `rules.h`.
@@ -119,6 +126,7 @@ macro_rules! rule_tables {
             rules_active: &$skel.maps.rules_active,
             rule_stats: &$skel.maps.rule_stats,
             programs: &$skel.maps.programs,
+            dense_cells: &$skel.maps.dense_cells,
         }
     };
 }
@@ -131,6 +139,7 @@ macro_rules! size_rule_tables {
     ($maps:expr, $capacity:expr) => {{
         let cap: $crate::filter::tables::Capacity = $capacity;
         $maps.programs.set_max_entries(2 * cap.programs)?;
+        $maps.dense_cells.set_max_entries(2 * cap.cells)?;
         $maps.addr_trie.set_max_entries(cap.entries)?;
         // A program loaded without rules needs no port table.
         $maps
@@ -154,6 +163,8 @@ pub struct Capacity {
     pub entries: u32,
     /// Program slots per generation.
     pub programs: u32,
+    /// Dense cells per generation.
+    pub cells: u32,
 }
 
 impl Capacity {
@@ -171,6 +182,7 @@ impl Capacity {
             } else {
                 compiled.programs.len().max(1)
             } as u32,
+            cells: (compiled.cell_count as usize * grow).max(floor) as u32,
         }
     }
 
@@ -179,6 +191,7 @@ impl Capacity {
         rules: 1,
         entries: 1,
         programs: 1,
+        cells: 1,
     };
 }
 
@@ -188,6 +201,8 @@ struct Generation {
     addr_keys: Vec<AddrKey>,
     /// Ports with a class, to zero before the generation is reused.
     ports: Vec<u32>,
+    /// Dense cells holding a rule, likewise.
+    cells: Vec<u32>,
     shape_keys: Vec<ShapeKey>,
     rules: usize,
 }
@@ -228,6 +243,7 @@ impl RuleState {
             || compiled.entries.len() + other.shape_keys.len() > cap.entries as usize
             || compiled.addr_classes.len() + other.addr_keys.len() > cap.entries as usize
             || compiled.programs.len() > cap.programs as usize
+            || compiled.cell_count > cap.cells
         {
             bail!(
                 "the new rule set ({} rules, {} table entries) does not fit the tables netprobe \
@@ -300,14 +316,37 @@ impl RuleState {
                 .update(&index.to_ne_bytes(), bytes(&program), MapFlags::ANY)
                 .context("writing a rule's program")?;
         }
+        for (cell, r) in &compiled.cells {
+            let index = u32::from(gen) * cap.cells + cell;
+            let value = RuleRef {
+                rule: r.rule,
+                action: r.action as u32,
+            };
+            maps.dense_cells
+                .update(&index.to_ne_bytes(), bytes(&value), MapFlags::ANY)
+                .context("writing the dense cells")?;
+            written.cells.push(index);
+        }
         let mut config = RulesConfig {
             n_shapes: compiled.shapes.len() as u32,
             fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
             n_programs: compiled.programs.len() as u32,
             pad: 0,
             shape: [0; MAX_SHAPES],
+            dense_base: [NOT_DENSE; MAX_SHAPES],
+            stride: [[0; 6]; MAX_SHAPES],
+            proto_class: [0; 256],
         };
         config.shape[..compiled.shapes.len()].copy_from_slice(&compiled.shapes);
+        for (i, dense) in compiled.dense.iter().enumerate() {
+            if let Some(d) = dense {
+                config.dense_base[i] = d.base;
+                config.stride[i] = d.stride;
+            }
+        }
+        if !compiled.proto_class.is_empty() {
+            config.proto_class.copy_from_slice(&compiled.proto_class);
+        }
         maps.rules_config
             .update(&u32::from(gen).to_ne_bytes(), bytes(&config), MapFlags::ANY)
             .context("writing the rules config")?;
@@ -332,6 +371,15 @@ impl RuleState {
             maps.addr_trie
                 .delete(bytes(key))
                 .context("clearing the address trie")?;
+        }
+        for index in &old.cells {
+            maps.dense_cells
+                .update(
+                    &index.to_ne_bytes(),
+                    bytes(&RuleRef::default()),
+                    MapFlags::ANY,
+                )
+                .context("clearing the dense cells")?;
         }
         for index in &old.ports {
             maps.port_class

@@ -381,7 +381,9 @@ fn ten_thousand_rules_compile_to_one_shape() {
         .collect();
     let compiled = Compiled::compile(&rules).unwrap();
     assert_eq!(compiled.shapes.len(), 1);
-    assert_eq!(compiled.entries.len(), 10_000);
+    assert_eq!(compiled.entries.len() + compiled.cells.len(), 10_000);
+    // 10,001 source classes times two protocol classes: dense cells.
+    assert_eq!(compiled.cells.len(), 10_000);
     assert_eq!(compiled.addr_classes.len(), 10_000);
 }
 

@@ -55,6 +55,7 @@ pub fn load<'obj>(
     let cap = opts.rules.unwrap_or(Capacity::NONE);
     rodata.max_rules = cap.rules;
     rodata.max_programs = cap.programs;
+    rodata.max_cells = cap.cells;
     crate::size_rule_tables!(open.maps, cap);
     open.load()
         .context("loading the socket filter into the kernel")

@@ -54,6 +54,7 @@ pub fn load<'obj>(
     let cap = opts.rules.unwrap_or(Capacity::NONE);
     rodata.max_rules = cap.rules;
     rodata.max_programs = cap.programs;
+    rodata.max_cells = cap.cells;
     crate::size_rule_tables!(open.maps, cap);
     let maps = &mut open.maps;
     maps.top_sources.set_max_entries(if opts.count_sources {
