@@ -259,6 +259,7 @@ of kernel memory (memlock).",
             ms(parsed),
             ms(loaded - parsed),
             compiled.entries.len()
+                + compiled.cells.len()
                 + compiled.addr_classes.len()
                 + compiled.port_classes.iter().filter(|c| **c != 0).count(),
             ms(installed - loaded),
