@@ -88,32 +88,6 @@ struct {
 } sock_stats SEC(".maps");
 
 
-/* The fields rules match on, read in a global function (see xdp.bpf.c);
- * the frame is already in frame_copy, `caplen` bytes of it. */
-__noinline int np_fields_sock(__u32 caplen, __u32 gen, __u32 fields, struct np_fields *f)
-{
-	__u32 zero = 0;
-	struct np_ctx c = {
-		.frame = bpf_map_lookup_elem(&frame_copy, &zero),
-		.caplen = caplen,
-	};
-
-	if (!f)
-		return 0;
-	if (!c.frame) {
-		__builtin_memset(f, 0, sizeof(*f));
-		return 0;
-	}
-	np_match_fields(&c, gen, fields, f);
-	return 0;
-}
-
-static __always_inline void np_fields(struct np_ctx *c, __u32 gen, __u32 fields,
-				      struct np_fields *f)
-{
-	np_fields_sock(c->caplen, gen, fields, f);
-}
-
 /* A global function, verified once on its own (see xdp.bpf.c); the frame
  * is already in frame_copy, `caplen` bytes of it. */
 __noinline int np_match_rules(__u32 caplen, __u32 len)
