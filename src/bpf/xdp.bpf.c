@@ -90,17 +90,16 @@ struct {
 	__type(value, __u8);
 } reply_addrs SEC(".maps");
 
-/* Where the actions program keeps the parsed packet: in map memory, which
- * the verifier does not follow, so that the code after the parser is
- * checked once, not once for every way the parser can end (as rules.h does
- * for the fields rules read). A global function would do the same at ten
- * nanoseconds a packet. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct np_packet);
-} packet_seen SEC(".maps");
+/* A global function: the verifier checks it once, on its own, instead of
+ * once for every path through the parser that reaches it. */
+__noinline int np_match_rules(struct xdp_md *ctx, __u32 len)
+{
+	struct np_ctx c = np_ctx_of(ctx);
+
+	if (!ctx)
+		return NP_ACTION_NONE;
+	return np_match(&c, len);
+}
 
 /* Settings fixed at load time. */
 const volatile bool rules_enabled = false;
@@ -221,20 +220,13 @@ static __always_inline int np_xdp(struct xdp_md *ctx, const bool actions)
 	bool would_drop = false;
 	struct np_stats *st;
 	struct np_counter *cell;
-	struct np_packet local, *p = &local;
+	struct np_packet pkt;
 	__u32 zero = 0;
 
-	if (actions) {
-		p = bpf_map_lookup_elem(&packet_seen, &zero);
-		if (!p)
-			return XDP_PASS;
-	}
-	np_parse(&c, p, len);
-	if (actions)
-		asm volatile("" ::: "memory");
+	np_parse(&c, &pkt, len);
 
 	if (actions && rules_enabled) {
-		switch (np_match(&c, len)) {
+		switch (np_match_rules(ctx, len)) {
 		case NP_ACTION_DROP:
 			if (dry_run)
 				would_drop = true;
@@ -247,16 +239,16 @@ static __always_inline int np_xdp(struct xdp_md *ctx, const bool actions)
 		}
 	}
 	/* Before a reply rewrites the addresses. */
-	if (actions && count_sources && p->family)
-		np_count_source(&c, p, len);
-	if (actions && reply_icmp && action == XDP_PASS && p->family)
-		action = np_echo_reply(&c, p);
+	if (actions && count_sources && pkt.family)
+		np_count_source(&c, &pkt, len);
+	if (actions && reply_icmp && action == XDP_PASS && pkt.family)
+		action = np_echo_reply(&c, &pkt);
 	verdict = would_drop && action == XDP_PASS ? NP_VERDICT_WOULD_DROP : action;
 
 	st = bpf_map_lookup_elem(&xdp_stats, &zero);
-	if (!st || p->l3 >= NP_L3_MAX || p->l4 >= NP_L4_MAX || verdict >= NP_VERDICT_MAX)
+	if (!st || pkt.l3 >= NP_L3_MAX || pkt.l4 >= NP_L4_MAX || verdict >= NP_VERDICT_MAX)
 		return action;
-	cell = &st->cell[p->l3][p->l4][verdict];
+	cell = &st->cell[pkt.l3][pkt.l4][verdict];
 	cell->packets++;
 	cell->bytes += len;
 	return action;
