@@ -15,8 +15,9 @@
 //! specific rule prefix covering it; ports through an array indexed by the
 //! port. Each rule alternative ("conjunction") constrains some set of
 //! fields, its *shape*; for every shape in use whose fields the packet has
-//! there is one hash lookup keyed by the packet's classes. The cost per
-//! packet grows with the number of distinct shapes (at most
+//! there is one lookup keyed by the packet's classes: an array cell when the
+//! shape's classes combine into few enough cells, else a hash entry. The
+//! cost per packet grows with the number of distinct shapes (at most
 //! [`compile::MAX_SHAPES`]), not with the number of rules.
 pub mod compile;
 pub mod grammar;
