@@ -11,7 +11,7 @@ use super::model::{
 };
 use super::pcap::Insn;
 
-/// Distinct shapes a rule set may use; each costs one hash lookup per packet.
+/// Distinct shapes a rule set may use; each costs one lookup per packet.
 pub const MAX_SHAPES: usize = 64;
 /// Hash entries a rule set may compile into.
 pub const MAX_ENTRIES: usize = 4 << 20;

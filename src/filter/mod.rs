@@ -23,13 +23,15 @@ pub mod compile;
 pub mod grammar;
 pub mod model;
 pub mod pcap;
+pub mod rules_file;
 pub mod tables;
 #[cfg(test)]
 mod tests;
 
 pub use compile::Compiled;
-pub use grammar::{parse, parse_file, RuleError, RulesFile, NO_RULES};
+pub use grammar::{parse, RuleError};
 pub use model::{Action, Rule};
+pub use rules_file::{parse_file, RulesFile, NO_RULES};
 
 use crate::error::UsageError;
 

@@ -2,6 +2,7 @@
 use super::compile::*;
 use super::grammar::*;
 use super::model::*;
+use super::rules_file::parse_file;
 
 fn drop_rule(text: &str) -> Rule {
     parse(text, Action::Drop).unwrap_or_else(|e| panic!("{e}"))
