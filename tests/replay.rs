@@ -573,3 +573,28 @@ fn a_big_endian_pcap_replays() {
     assert_eq!(v["elapsed_s"], 2.0);
     assert_eq!(v["time"], "2023-11-14T22:13:22.250Z");
 }
+
+/// A frame longer than the kernel's test run takes (a page, for a socket
+/// buffer) is left out with a note, and the rest of the capture replays.
+#[test]
+fn a_frame_too_long_for_the_test_run_is_left_out_with_a_note() {
+    common::require_root();
+    let dir = TempDir::new("replay");
+    let file = dir.path("long.pcap");
+    let mut long = udp4_frame(9, 0);
+    long.resize(6000, 0x5a);
+    write_pcap(
+        &file,
+        &[udp4_frame(9, 18), long, udp4_frame(9, 18)],
+        Duration::from_millis(1),
+    );
+    let out = run(None, &["sockfilter", "--replay", &file, "--json"]);
+    let v = final_json(&out);
+    assert_eq!(v["seen"], 2, "{v}");
+    assert!(
+        out.stderr
+            .contains("not replayed: 1 frame longer than the kernel's test run takes"),
+        "{}",
+        out.stderr
+    );
+}

@@ -77,8 +77,33 @@ pub trait Replay {
     fn finish(&mut self) -> Result<()>;
 }
 
-/// One frame through the program, and the frame as it left it.
-fn run_frame(prog: RawFd, frame: &Frame, lead: &[u8], keep: bool) -> Result<(RunResult, Vec<u8>)> {
+/// Frames longer than this that the test run refuses (EINVAL) are frames
+/// it cannot hold: it takes a socket buffer of one page at most. Shorter
+/// ones it refuses are an error.
+const LONG_FRAME: usize = 1514;
+
+/// One frame through the program, and the frame as it left it; `None` for
+/// a long frame the kernel's test run cannot hold.
+fn run_frame(
+    prog: RawFd,
+    frame: &Frame,
+    lead: &[u8],
+    keep: bool,
+) -> Result<Option<(RunResult, Vec<u8>)>> {
+    match run_frame_once(prog, frame, lead, keep) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && frame.data.len() > LONG_FRAME => {
+            Ok(None)
+        }
+        other => other.map(Some).context("BPF_PROG_TEST_RUN"),
+    }
+}
+
+fn run_frame_once(
+    prog: RawFd,
+    frame: &Frame,
+    lead: &[u8],
+    keep: bool,
+) -> std::io::Result<(RunResult, Vec<u8>)> {
     let led;
     let data = if lead.is_empty() {
         &frame.data
@@ -87,11 +112,11 @@ fn run_frame(prog: RawFd, frame: &Frame, lead: &[u8], keep: bool) -> Result<(Run
         &led
     };
     if !keep {
-        let r = run_once(prog, data, None).context("BPF_PROG_TEST_RUN")?;
+        let r = run_once(prog, data, None)?;
         return Ok((r, Vec::new()));
     }
     let mut out = vec![0u8; data.len() + HEADROOM];
-    let r = run_once(prog, data, Some(&mut out)).context("BPF_PROG_TEST_RUN")?;
+    let r = run_once(prog, data, Some(&mut out))?;
     out.truncate(r.out_len);
     Ok((r, out))
 }
@@ -103,7 +128,7 @@ fn run_batch(
     lead: &[u8],
     keep: bool,
     workers: usize,
-) -> Result<Vec<(RunResult, Vec<u8>)>> {
+) -> Result<Vec<Option<(RunResult, Vec<u8>)>>> {
     let per = batch.len().div_ceil(workers).max(1);
     thread::scope(|s| {
         let parts: Vec<_> = batch
@@ -169,6 +194,7 @@ pub fn run(
     let mut last_snapshot = first;
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut runts = 0u64;
+    let mut too_long = 0u64;
     let mut wanted = true;
     while wanted {
         // A batch: frames up to the next boundary of capture time.
@@ -191,10 +217,14 @@ pub fn run(
                 }
             }
         }
-        for (frame, (result, out)) in batch
+        for (frame, ran) in batch
             .iter()
             .zip(run_batch(prog, &batch, lead, keep, workers)?)
         {
+            let Some((result, out)) = ran else {
+                too_long += 1;
+                continue;
+            };
             if !probe.take(frame, result, &out)? {
                 wanted = false;
                 break;
@@ -216,9 +246,16 @@ pub fn run(
         }
     }
     probe.finish()?;
+    if too_long > 0 {
+        console::note(format!(
+            "not replayed: {} longer than the kernel's test run takes (a page, for a socket \
+             buffer)",
+            console::count(too_long, "frame")
+        ));
+    }
     if runts > 0 {
         console::note(format!(
-            "{} shorter than an Ethernet header were not replayed",
+            "not replayed: {} shorter than an Ethernet header",
             console::count(runts, "frame")
         ));
     }
