@@ -82,14 +82,12 @@ pub trait Replay {
 /// ones it refuses are an error.
 const LONG_FRAME: usize = 1514;
 
-/// One frame through the program, and the frame as it left it; `None` for
-/// a long frame the kernel's test run cannot hold.
-fn run_frame(
-    prog: RawFd,
-    frame: &Frame,
-    lead: &[u8],
-    keep: bool,
-) -> Result<Option<(RunResult, Vec<u8>)>> {
+/// What one frame's run gave: the result and the frame as the program left
+/// it; `None` for a long frame the kernel's test run cannot hold.
+type Ran = Option<(RunResult, Vec<u8>)>;
+
+/// One frame through the program.
+fn run_frame(prog: RawFd, frame: &Frame, lead: &[u8], keep: bool) -> Result<Ran> {
     match run_frame_once(prog, frame, lead, keep) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) && frame.data.len() > LONG_FRAME => {
             Ok(None)
@@ -128,7 +126,7 @@ fn run_batch(
     lead: &[u8],
     keep: bool,
     workers: usize,
-) -> Result<Vec<Option<(RunResult, Vec<u8>)>>> {
+) -> Result<Vec<Ran>> {
     let per = batch.len().div_ceil(workers).max(1);
     thread::scope(|s| {
         let parts: Vec<_> = batch
