@@ -78,7 +78,13 @@ static __always_inline long np_cbpf_end(struct np_cbpf_vm *vm, __u32 result)
 	int i;
 
 	if (result) {
-		vm->result = result;
+		/* The rule is read once, at the match, not at every step. */
+		next = bpf_map_lookup_elem(&programs, &vm->key);
+		if (next) {
+			vm->result = result;
+			vm->rule = next->rule;
+			vm->action = next->action;
+		}
 		return 1;
 	}
 	if (vm->key >= vm->last)
@@ -144,8 +150,6 @@ static long np_cbpf_step(__u64 index, void *data)
 	prog = bpf_map_lookup_elem(&programs, &vm->key);
 	if (!prog || pc >= NP_PROGRAM_INSNS || pc >= prog->len)
 		return 1;
-	vm->rule = prog->rule;
-	vm->action = prog->action;
 	in = &prog->insn[pc];
 	code = in->code;
 	vm->pc = pc + 1;

@@ -2,7 +2,8 @@
 /* The rule matcher shared by every hook that filters frames. The tables
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
  * there for why this is one lookup per field (a trie for addresses, an
- * array for ports) plus one hash lookup per shape the packet can match,
+ * array for ports) plus one lookup (an array cell or a hash entry) per
+ * shape the packet can match,
  * whatever the number of rules; rules the tables cannot hold run as
  * libpcap programs (cbpf.h). Needs parse.h first. */
 #ifndef NETPROBE_RULES_H
@@ -10,7 +11,6 @@
 
 #include "netprobe.h"
 #include "cbpf.h"
-
 
 /* Capacities are set by user space before load. */
 struct {

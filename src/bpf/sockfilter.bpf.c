@@ -87,7 +87,6 @@ struct {
 	__type(value, struct np_stats);
 } sock_stats SEC(".maps");
 
-
 /* A global function, verified once on its own (see xdp.bpf.c); the frame
  * is already in frame_copy, `caplen` bytes of it. */
 __noinline int np_match_rules(__u32 caplen, __u32 len)

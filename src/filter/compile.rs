@@ -72,6 +72,26 @@ pub struct Dense {
     pub stride: [u32; 6],
 }
 
+impl Dense {
+    /// The cell of a key, as rules.h computes it.
+    fn cell(&self, key: &ShapeKey, proto_class: &[u8]) -> u32 {
+        let classes = [
+            u32::from(key.l3),
+            u32::from(proto_class[usize::from(key.proto)]),
+            key.src,
+            key.dst,
+            key.sport,
+            key.dport,
+        ];
+        self.base
+            + classes
+                .iter()
+                .zip(self.stride)
+                .map(|(c, s)| c * s)
+                .sum::<u32>()
+    }
+}
+
 /// Cells one shape may take as dense cells; a shape whose classes combine
 /// into more stays in the hash.
 pub const MAX_CELLS_PER_SHAPE: u64 = 1 << 20;
@@ -323,35 +343,15 @@ impl Compiled {
             })
             .collect();
         self.cell_count = next as u32;
-        let dense_of: HashMap<u8, Dense> = self
-            .shapes
-            .iter()
-            .zip(&self.dense)
-            .filter_map(|(s, d)| d.map(|d| (*s, d)))
-            .collect();
-        let proto_class = self.proto_class.clone();
         let mut cells = Vec::new();
-        self.entries.retain(|key, rule| {
-            let Some(d) = dense_of.get(&key.shape) else {
-                return true;
-            };
-            let classes = [
-                u32::from(key.l3),
-                u32::from(proto_class[usize::from(key.proto)]),
-                key.src,
-                key.dst,
-                key.sport,
-                key.dport,
-            ];
-            let cell = d.base
-                + classes
-                    .iter()
-                    .zip(d.stride)
-                    .map(|(c, s)| c * s)
-                    .sum::<u32>();
-            cells.push((cell, *rule));
-            false
-        });
+        for (key, rule) in std::mem::take(&mut self.entries) {
+            match self.dense_of(key.shape) {
+                Some(d) => cells.push((d.cell(&key, &self.proto_class), rule)),
+                None => {
+                    self.entries.insert(key, rule);
+                }
+            }
+        }
         cells.sort_by_key(|(cell, _)| *cell);
         self.cells = cells;
         self
@@ -409,20 +409,7 @@ impl Compiled {
                 };
                 match self.dense_of(shape) {
                     Some(d) => {
-                        let classes = [
-                            u32::from(key.l3),
-                            u32::from(self.proto_class[usize::from(key.proto)]),
-                            key.src,
-                            key.dst,
-                            key.sport,
-                            key.dport,
-                        ];
-                        let cell = d.base
-                            + classes
-                                .iter()
-                                .zip(d.stride)
-                                .map(|(c, s)| c * s)
-                                .sum::<u32>();
+                        let cell = d.cell(&key, &self.proto_class);
                         self.cells
                             .binary_search_by_key(&cell, |(c, _)| *c)
                             .ok()
