@@ -175,7 +175,7 @@ xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames.\n",
         .into_iter()
         .map(|n| {
             (
-                "netprobe `--drop` (`xdp_np_actions`)".to_string(),
+                "netprobe `--drop` (`xdp_np_rules`)".to_string(),
                 n,
                 rule_set(n),
                 last_net_frame(n),
@@ -260,7 +260,8 @@ of kernel memory (memlock).",
             ms(loaded - parsed),
             compiled.entries.len()
                 + compiled.cells.len()
-                + compiled.addr_classes.len()
+                + compiled.addr.long.len()
+                + compiled.addr.slots.len()
                 + compiled.port_classes.iter().filter(|c| **c != 0).count(),
             ms(installed - loaded),
             memlock as f64 / f64::from(1 << 20),

@@ -544,12 +544,22 @@ fn random_rule(rng: &mut Rng) -> String {
         }
     };
     let net = |rng: &mut Rng| -> String {
+        // Lengths on both sides of the address slots' 16 bits and the
+        // IPv4 blocks' 24 (src/filter/addr.rs).
         rng.pick(&[
+            "198.18.0.0/15",
             "198.18.0.0/16",
+            "198.18.0.0/23",
             "198.18.1.0/24",
+            "198.18.1.0/25",
+            "198.18.0.0/30",
             "10.0.0.0/8",
+            "10.0.0.0/12",
+            "2000::/3",
             "2001:db8::/32",
             "2001:db8:1::/48",
+            "2001:db8::/64",
+            "2001:db8::/127",
         ])
         .to_string()
     };
@@ -632,6 +642,7 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
             entries: 1 << 16,
             programs: 64,
             cells: 1 << 16,
+            blocks: 256,
         }),
         ..Default::default()
     };

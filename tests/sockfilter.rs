@@ -49,6 +49,7 @@ fn with_rules(texts: &[&str], opts: LoadOptions, f: impl FnOnce(&SockfilterSkel<
         entries: 256,
         programs: 64,
         cells: 1 << 16,
+        blocks: 256,
     };
     let mut storage = MaybeUninit::uninit();
     let skel = load(

@@ -53,6 +53,7 @@ fn rules_options() -> LoadOptions {
             entries: 4096,
             programs: 64,
             cells: 1 << 16,
+            blocks: 256,
         }),
         ..Default::default()
     }
@@ -95,6 +96,7 @@ fn every_primitive_matches_and_misses_for_ipv4_and_ipv6() {
         entries: 4096,
         programs: 64,
         cells: 1 << 16,
+        blocks: 256,
     });
 
     let other4 = Ipv4Addr::new(203, 0, 113, 7);
@@ -343,6 +345,7 @@ fn reload_swaps_the_whole_rule_set() {
         entries: 4096,
         programs: 64,
         cells: 1 << 16,
+        blocks: 256,
     });
     let udp9 = udp4_frame(9, 0);
     let udp10 = udp4_frame(10, 0);
@@ -387,6 +390,7 @@ fn dry_run_passes_and_counts_would_drop() {
         entries: 4096,
         programs: 64,
         cells: 1 << 16,
+        blocks: 256,
     });
     install(&skel, &mut state, &parse_all(&["udp"], Action::Drop));
     let frame = udp4_frame(9, 0);
@@ -415,6 +419,7 @@ fn redirect_rules_pick_the_devmap() {
         entries: 4096,
         programs: 64,
         cells: 1 << 16,
+        blocks: 256,
     });
     let mut rules = parse_all(&["udp and dst port 9"], Action::Drop);
     rules.extend(parse_all(&["udp"], Action::Redirect));

@@ -89,19 +89,37 @@ enum np_action {
 	NP_ACTION_CAPTURE = 3,
 };
 
-/* LPM trie key for addresses: prefixlen counts the gen and family bytes. */
+/* Addresses are classified without a walk that grows with the rule set
+ * (src/filter/addr.rs says how): an array slot per generation, family and
+ * leading 16 bits; for IPv4, a block of 256 entries by the third byte
+ * under a slot that has longer rule prefixes; and one exact-match hash
+ * lookup per longer prefix length that a block entry (IPv4, lengths over
+ * 24) or an IPv6 slot (lengths over 16) names, longest first. */
+#define NP_ADDR_SLOTS 65536
+#define NP_ADDR_BLOCK 256
+#define NP_ADDR_LENS 32
+/* A block entry: the class in its low 24 bits, the lengths in its top 8. */
+#define NP_ADDR_CLASS_BITS 24
+
+struct np_addr_slot {
+	__u32 class;  /* 0: no rule prefix of at most 16 bits covers it */
+	__u32 longer; /* IPv6, bit j: a prefix of addr_len[1][j] bits lies below */
+	__u32 block;  /* IPv4: 1 + the block for the third byte, 0 for none */
+};
+
+/* A rule prefix in the hash: the address masked to `len` bits. */
 struct np_addr_key {
-	__u32 prefixlen;
 	__u8 gen;
 	__u8 family; /* 4 or 6 */
+	__u8 len;
+	__u8 pad;
 	__u8 addr[16];
-	__u8 pad[2];
 };
 
 /* Port classes per generation, indexed by port. */
 #define NP_PORTS 65536
 
-/* Hash key: a shape and the trie classes (0: no rule prefix covers it) of
+/* Hash key: a shape and the classes (0: no rule prefix covers it) of
  * the fields that shape constrains; the other fields are zero. */
 struct np_shape_key {
 	__u8 gen;
@@ -137,6 +155,10 @@ struct np_rules_config {
 	__u32 dense_base[NP_MAX_SHAPES];
 	__u32 stride[NP_MAX_SHAPES][NP_FIELDS];
 	__u8 proto_class[256];
+	/* Per family (IPv4, IPv6): the prefix lengths in the hash, longest
+	 * first, and the mask of each in network order. */
+	__u8 addr_len[2][NP_ADDR_LENS];
+	__u32 addr_mask[2][NP_ADDR_LENS][4];
 };
 
 /* A classic BPF instruction (struct sock_filter). */

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The rule matcher shared by every hook that filters frames. The tables
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
- * there for why this is one lookup per field (a trie for addresses, an
- * array for ports) plus one lookup (an array cell or a hash entry) per
- * shape the packet can match,
+ * there for why this is one lookup per field (an array slot and a hash
+ * lookup per prefix length in use below it for addresses, an array for
+ * ports) plus one lookup (an array cell or a hash entry) per shape the
+ * packet can match,
  * whatever the number of rules; rules the tables cannot hold run as
  * libpcap programs (cbpf.h). Needs parse.h first. */
 #ifndef NETPROBE_RULES_H
@@ -13,13 +14,31 @@
 #include "cbpf.h"
 
 /* Capacities are set by user space before load. */
+/* Address slots: (generation * 2 + family index) * 65536 + leading 16 bits. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_addr_slot);
+} addr_slots SEC(".maps");
+
+/* IPv4 blocks: (generation * max_blocks + block) * 256 + third byte. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} addr_blocks SEC(".maps");
+
+/* Rule prefixes longer than a block entry or an IPv6 slot holds, exactly:
+ * key -> class. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct np_addr_key);
 	__type(value, __u32);
-} addr_trie SEC(".maps");
+} addr_prefixes SEC(".maps");
 
 /* Port classes by direct index: generation * 65536 + port. */
 struct {
@@ -73,6 +92,8 @@ struct {
 const volatile __u32 max_rules = 1;
 /* Dense cells per generation. */
 const volatile __u32 max_cells = 1;
+/* IPv4 address blocks per generation. */
+const volatile __u32 max_blocks = 1;
 
 /* Reads `size` (1 or 2) bytes at `off`, big-endian; false past the end. */
 static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, __u32 *out)
@@ -85,34 +106,112 @@ static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, 
 	return true;
 }
 
-/* The trie class of the address of `family` at `off`: 0 when no rule
- * prefix covers it. libpcap compares an address a 32-bit word at a time
- * and only the words a prefix masks, so a frame that ends inside an
- * address still matches a prefix within the words it has: the lookup is
- * limited to those words. */
-static __always_inline __u32 np_addr_class(struct np_ctx *c, __u8 gen, __u8 family, __u32 off)
+/* A search of the hash for the longest rule prefix covering an address,
+ * one bpf_loop() step per prefix length: the verifier checks the step
+ * once, where an unrolled loop made it check each length on every path. */
+struct np_addr_probe {
+	struct np_addr_key key;
+	__u32 addr[4];
+	__u32 gen;
+	__u32 fam;    /* 0: IPv4, 1: IPv6 */
+	__u32 words;  /* 32-bit words of the address in the frame */
+	__u32 longer; /* the lengths to try (bits of addr_len[fam]) */
+	__u32 class;  /* the longest found so far */
+};
+
+static long np_addr_probe_step(__u64 j, void *data)
 {
-	struct np_addr_key key = { .gen = gen, .family = family };
-	__u32 *class, words = family == 4 ? 1 : 4;
+	struct np_addr_probe *p = data;
+	const struct np_rules_config *cfg;
+	const __u32 *mask;
+	__u32 *found, len;
+
+	if (j >= NP_ADDR_LENS || !(p->longer >> j))
+		return 1;
+	if (!(p->longer >> j & 1))
+		return 0;
+	cfg = bpf_map_lookup_elem(&rules_config, &p->gen);
+	if (!cfg)
+		return 1;
+	len = cfg->addr_len[p->fam & 1][j];
+	if (len > p->words * 32)
+		return 0;
+	mask = cfg->addr_mask[p->fam & 1][j];
+	p->key.len = len;
+	*(__u32 *)&p->key.addr[0] = p->addr[0] & mask[0];
+	*(__u32 *)&p->key.addr[4] = p->addr[1] & mask[1];
+	*(__u32 *)&p->key.addr[8] = p->addr[2] & mask[2];
+	*(__u32 *)&p->key.addr[12] = p->addr[3] & mask[3];
+	found = bpf_map_lookup_elem(&addr_prefixes, &p->key);
+	if (!found)
+		return 0;
+	p->class = *found;
+	return 1;
+}
+
+/* The class of the address of `family` at `off`: that of the longest
+ * rule prefix covering it, 0 when none does. libpcap compares an address
+ * a 32-bit word at a time and only the words a prefix masks, so a frame
+ * that ends inside an address still matches a prefix within the words it
+ * has: longer prefixes are not tried. */
+static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, __u32 family, __u32 off)
+{
+	struct np_addr_probe p = {
+		.key = { .gen = gen, .family = family },
+		.gen = gen,
+		.fam = family == 6,
+		.words = family == 6 ? 4 : 1,
+	};
+	const struct np_addr_slot *slot;
+	const __u8 *bytes = (const __u8 *)p.addr;
+	__u32 idx, *entry;
 	__u8 buf[16], *a;
 
-	for (; words > 0; words--) {
-		a = np_ptr(c, off, words * 4, buf);
+	for (; p.words > 0; p.words--) {
+		a = np_ptr(c, off, p.words * 4, buf);
 		if (a)
 			break;
 	}
-	if (words >= 4) {
-		__builtin_memcpy(key.addr, a, 16);
-	} else if (words == 3) {
-		__builtin_memcpy(key.addr, a, 12);
-	} else if (words == 2) {
-		__builtin_memcpy(key.addr, a, 8);
-	} else if (words == 1) {
-		__builtin_memcpy(key.addr, a, 4);
+	if (p.words >= 4) {
+		__builtin_memcpy(p.addr, a, 16);
+	} else if (p.words == 3) {
+		__builtin_memcpy(p.addr, a, 12);
+	} else if (p.words == 2) {
+		__builtin_memcpy(p.addr, a, 8);
+	} else if (p.words == 1) {
+		__builtin_memcpy(p.addr, a, 4);
+	} else {
+		return 0;
 	}
-	key.prefixlen = 16 + 32 * words;
-	class = bpf_map_lookup_elem(&addr_trie, &key);
-	return class ? *class : 0;
+	idx = (gen * 2 + p.fam) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];
+	slot = bpf_map_lookup_elem(&addr_slots, &idx);
+	if (!slot)
+		return 0;
+	p.class = slot->class;
+	p.longer = slot->longer;
+	if (slot->block) {
+		idx = (gen * max_blocks + slot->block - 1) * NP_ADDR_BLOCK + bytes[2];
+		entry = bpf_map_lookup_elem(&addr_blocks, &idx);
+		if (!entry)
+			return 0;
+		p.class = *entry & ((1U << NP_ADDR_CLASS_BITS) - 1);
+		p.longer = *entry >> NP_ADDR_CLASS_BITS;
+	}
+	if (p.longer)
+		bpf_loop(NP_ADDR_LENS, np_addr_probe_step, &p, 0);
+	return p.class;
+}
+
+/* The same for a family known only at run time (0: no addresses); each
+ * family gets its own copy, with its sizes constant. */
+static __always_inline __u32 np_addr_class_of(struct np_ctx *c, __u32 gen, __u32 family,
+					      __u32 off)
+{
+	if (family == 4)
+		return np_addr_class(c, gen, 4, off);
+	if (family == 6)
+		return np_addr_class(c, gen, 6, off);
+	return 0;
 }
 
 static __always_inline __u32 np_port_class(struct np_ctx *c, __u8 gen, __u32 off)
@@ -134,9 +233,15 @@ static __always_inline __u32 np_port_class(struct np_ctx *c, __u8 gen, __u32 off
  * absent field (or one no rule prefix covers) is never probed. */
 struct np_fields {
 	__u32 found; /* NP_SHAPE_* bits of the fields present */
-	__u32 src, dst, sport, dport; /* trie classes */
-	__u8 l3;    /* enum np_match_l3 */
-	__u8 proto; /* IP protocol */
+	__u32 src, dst, sport, dport; /* classes */
+	__u8 l3;     /* enum np_match_l3 */
+	__u8 proto;  /* IP protocol */
+	__u8 family; /* of the addresses: 4 or 6, 0 for none */
+	__u8 pad;
+	/* Where the addresses are: bytes, so that an offset read back from
+	 * memory is known to be small. */
+	__u8 saddr, daddr;
+	__u8 pad2[2];
 };
 
 #define NP_ETH_P_RARP 0x8035
@@ -147,11 +252,10 @@ static __always_inline bool np_has_ports(__u32 proto)
 	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
 }
 
-static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen, __u32 fields,
-					    struct np_fields *f)
+static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
+					    const struct np_rules_config *cfg, struct np_fields *f)
 {
-	__u32 type, l = 12, v, frag, ihl, ports = 0, saddr, daddr;
-	__u8 family;
+	__u32 type, l = 12, v, frag, ihl, ports = 0, fields = cfg->fields;
 	int i;
 
 	__builtin_memset(f, 0, sizeof(*f));
@@ -167,9 +271,9 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen, __u32 f
 	l += 2; /* the network header */
 	if (type == NP_ETH_P_IP) {
 		f->l3 = NP_MATCH_IPV4;
-		family = 4;
-		saddr = l + 12;
-		daddr = l + 16;
+		f->family = 4;
+		f->saddr = l + 12;
+		f->daddr = l + 16;
 		if (np_load_be(c, l + 9, 1, &v)) {
 			f->proto = v;
 			f->found |= NP_SHAPE_PROTO;
@@ -182,9 +286,9 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen, __u32 f
 		}
 	} else if (type == NP_ETH_P_IPV6) {
 		f->l3 = NP_MATCH_IPV6;
-		family = 6;
-		saddr = l + 8;
-		daddr = l + 24;
+		f->family = 6;
+		f->saddr = l + 8;
+		f->daddr = l + 24;
 		if (np_load_be(c, l + 6, 1, &v)) {
 			/* libpcap's protocol test looks through one fragment
 			 * header; its port test does not. */
@@ -197,17 +301,13 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen, __u32 f
 		}
 	} else if (type == NP_ETH_P_ARP || type == NP_ETH_P_RARP) {
 		f->l3 = type == NP_ETH_P_ARP ? NP_MATCH_ARP : NP_MATCH_RARP;
-		family = 4;
-		saddr = l + 14;
-		daddr = l + 24;
+		f->family = 4;
+		f->saddr = l + 14;
+		f->daddr = l + 24;
 	} else {
 		return;
 	}
 	f->found |= NP_SHAPE_L3;
-	if (fields & NP_SHAPE_SRC && (f->src = np_addr_class(c, gen, family, saddr)))
-		f->found |= NP_SHAPE_SRC;
-	if (fields & NP_SHAPE_DST && (f->dst = np_addr_class(c, gen, family, daddr)))
-		f->found |= NP_SHAPE_DST;
 	if (!ports)
 		return;
 	if (fields & NP_SHAPE_SPORT && (f->sport = np_port_class(c, gen, ports)))
@@ -242,9 +342,15 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	fp = bpf_map_lookup_elem(&fields_seen, &zero);
 	if (!fp)
 		return best;
-	np_match_fields(c, gen, cfg->fields, fp);
+	np_match_fields(c, gen, cfg, fp);
 	/* What was written is read back from memory. */
 	asm volatile("" ::: "memory");
+	/* Addresses are classified here, once for every way the fields were
+	 * read. */
+	if (cfg->fields & NP_SHAPE_SRC && (fp->src = np_addr_class_of(c, gen, fp->family, fp->saddr)))
+		fp->found |= NP_SHAPE_SRC;
+	if (cfg->fields & NP_SHAPE_DST && (fp->dst = np_addr_class_of(c, gen, fp->family, fp->daddr)))
+		fp->found |= NP_SHAPE_DST;
 	for (i = 0; i < NP_MAX_SHAPES; i++) {
 		__u8 shape;
 
@@ -279,6 +385,21 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	return best;
 }
 
+/* The libpcap programs in slots `first` to `last` of rules before
+ * `before`, run over the frame's copy: the first match's rule << 32 | its
+ * action, or NP_ACTION_NONE. The hook's np_programs() runs this, inline or
+ * in a function of its own. */
+static __always_inline __u64 np_programs_run(struct np_ctx *c, __u32 first, __u32 last,
+					     __u32 before, __u32 len)
+{
+	struct np_rule_ref ref;
+	__u32 caplen = np_snapshot(c, len);
+
+	if (!caplen || !np_cbpf_first(first, last, before, caplen, len, &ref))
+		return NP_ACTION_NONE;
+	return (__u64)ref.rule << 32 | ref.action;
+}
+
 /* The first rule the packet matches, counted in rule_stats; NONE if none.
  * Programs run in rule order, and only those of rules before the tables'
  * match. */
@@ -287,7 +408,7 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len)
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_rules_config *cfg;
 	struct np_counter *hits;
-	__u32 zero = 0, gen, idx, n, caplen;
+	__u32 zero = 0, gen, idx, n;
 	__u32 *active;
 
 	active = bpf_map_lookup_elem(&rules_active, &zero);
@@ -301,10 +422,13 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len)
 		best = np_match_tables(c, gen, cfg);
 	n = cfg->n_programs;
 	if (n && n <= NP_MAX_PROGRAMS) {
-		caplen = np_snapshot(c, len);
-		if (caplen)
-			np_cbpf_first(gen * max_programs, gen * max_programs + n - 1, best.rule,
-				      caplen, len, &best);
+		__u64 found = np_programs(c, gen * max_programs, gen * max_programs + n - 1,
+					  best.rule, len);
+
+		if ((__u32)found != NP_ACTION_NONE) {
+			best.rule = found >> 32;
+			best.action = (__u32)found;
+		}
 	}
 	if (best.action == NP_ACTION_NONE)
 		return NP_ACTION_NONE;
@@ -318,3 +442,4 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len)
 }
 
 #endif /* NETPROBE_RULES_H */
+

@@ -33,8 +33,34 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 	return c->caplen;
 }
 
+static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
+					 __u32 before, __u32 len);
+
 #include "parse.h"
 #include "rules.h"
+
+/* The libpcap programs in a global function of their own, as in xdp.bpf.c;
+ * the frame is already in frame_copy, `caplen` bytes of it. */
+__noinline __u64 np_sock_programs(__u32 first, __u32 last, __u32 before, __u32 caplen,
+				  __u32 len)
+{
+	__u32 zero = 0;
+	struct np_ctx c = {
+		.frame = bpf_map_lookup_elem(&frame_copy, &zero),
+		.caplen = caplen,
+		.len = len,
+	};
+
+	if (!c.frame)
+		return NP_ACTION_NONE;
+	return np_programs_run(&c, first, last, before, len);
+}
+
+static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
+					 __u32 before, __u32 len)
+{
+	return np_sock_programs(first, last, before, c->caplen, len);
+}
 
 #define NP_VLAN_HLEN 4
 #define NP_ETH_ADDRS 12 /* destination and source MAC */

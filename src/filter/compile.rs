@@ -1,10 +1,11 @@
-//! Compiling a rule set into the tables the BPF matcher reads: one
-//! longest-prefix trie for addresses, an array of port classes, and a hash
-//! per shape keyed by the classes; and the libpcap programs of the rules
+//! Compiling a rule set into the tables the BPF matcher reads: address
+//! classes (see [`super::addr`]), an array of port classes, and a cell or
+//! hash entry per shape keyed by the classes; and the libpcap programs of the rules
 //! the tables cannot hold. `Compiled::lookup` is what the BPF tables do, in
 //! Rust.
 use std::collections::{BTreeMap, HashMap};
 
+use super::addr::AddrTables;
 use super::model::{
     Action, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3, SHAPE_PROTO,
     SHAPE_SPORT, SHAPE_SRC,
@@ -19,7 +20,7 @@ pub const MAX_ENTRIES: usize = 4 << 20;
 /// costs its run time on every packet that no earlier rule matched.
 pub const MAX_PROGRAMS: usize = 64;
 
-/// The key of one hash entry: a shape and the trie results it constrains.
+/// The key of one hash entry: a shape and the classes it constrains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShapeKey {
     pub shape: u8,
@@ -38,12 +39,14 @@ pub struct RuleRef {
     pub action: Action,
 }
 
-/// A rule set compiled into trie and hash entries (generation-free; the
-/// maps module adds the generation byte).
+/// A rule set compiled into table entries (generation-free; the maps
+/// module adds the generation byte).
 #[derive(Clone, Debug, Default)]
 pub struct Compiled {
-    /// Address trie: prefix -> class id (1-based).
+    /// Every rule prefix and its class id (1-based).
     pub addr_classes: Vec<(Prefix, u32)>,
+    /// The same, laid out for the kernel.
+    pub addr: AddrTables,
     /// The class of every port (0: no rule range covers it): the most
     /// specific prefix-aligned block of a rule's port range covering it.
     /// Empty when no rule names a port.
@@ -273,8 +276,10 @@ impl Compiled {
         }
         let mut shape_order: Vec<(usize, u8)> = shapes.into_iter().map(|(s, o)| (o, s)).collect();
         shape_order.sort();
+        let addr_classes = addr_index.classes();
         Ok(Compiled {
-            addr_classes: addr_index.classes(),
+            addr: AddrTables::build(&addr_classes)?,
+            addr_classes,
             port_classes: port_classes(&port_index.classes()),
             shapes: shape_order.into_iter().map(|(_, s)| s).collect(),
             entries,
@@ -360,16 +365,8 @@ impl Compiled {
     /// What the BPF tables do, in Rust: the first table rule a packet with
     /// these fields matches (programs are not run here).
     pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
-        let addr_class = |addr: Option<[u8; 16]>| -> u32 {
-            addr.and_then(|a| {
-                self.addr_classes
-                    .iter()
-                    .filter(|(prefix, _)| prefix.contains_addr(p.family, &a))
-                    .max_by_key(|(prefix, _)| prefix.len)
-                    .map(|(_, class)| *class)
-            })
-            .unwrap_or(0)
-        };
+        let addr_class =
+            |addr: Option<[u8; 16]>| addr.map_or(0, |a| self.addr.class(p.family, &a, 4));
         let port_class = |port: Option<u16>| -> u32 {
             port.and_then(|port| self.port_classes.get(usize::from(port)).copied())
                 .unwrap_or(0)

@@ -10,15 +10,16 @@
 //! rule matches what tcpdump's filter for it matches; they also look
 //! through up to two VLAN tags.
 //!
-//! Matching never scans table rules. Addresses go through one
-//! longest-prefix-match trie that maps a packet's field to the most
-//! specific rule prefix covering it; ports through an array indexed by the
-//! port. Each rule alternative ("conjunction") constrains some set of
+//! Matching never scans table rules. An address is mapped to the most
+//! specific rule prefix covering it by an array slot of its leading 16 bits
+//! and an exact-match hash per longer prefix length in use below that slot
+//! ([`addr`]); a port by an array indexed by the port. Each rule alternative ("conjunction") constrains some set of
 //! fields, its *shape*; for every shape in use whose fields the packet has
 //! there is one lookup keyed by the packet's classes: an array cell when the
 //! shape's classes combine into few enough cells, else a hash entry. The
 //! cost per packet grows with the number of distinct shapes (at most
 //! [`compile::MAX_SHAPES`]), not with the number of rules.
+pub mod addr;
 pub mod compile;
 pub mod grammar;
 pub mod model;

@@ -3,14 +3,15 @@
 //!
 //! Reloading is atomic per packet: every key carries a generation byte and
 //! the program reads the generation in force (`rules_active`) once per
-//! packet. A reload fills the other generation completely (tries, hash,
-//! config, zeroed hit counters), then flips `rules_active` with one 4-byte
+//! packet. A reload fills the other generation completely (address slots
+//! and prefixes, port classes, cells, hash, config, zeroed hit counters), then flips `rules_active` with one 4-byte
 //! write. A packet sees the old rule set or the new one, never a mix. The
 //! old generation's entries stay untouched until the next reload clears
 //! them, long after any packet that started under them has finished.
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
+use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
 use super::compile::{Compiled, MAX_PROGRAMS, MAX_SHAPES};
 use super::model::Rule;
 use super::pcap::{Insn, MAX_INSNS};
@@ -20,11 +21,20 @@ use crate::kernel::counters::{sum_percpu, Counter};
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct AddrKey {
-    prefixlen: u32,
     gen: u8,
     family: u8,
+    len: u8,
+    pad: u8,
     addr: [u8; 16],
-    pad: [u8; 2],
+}
+
+/// `struct np_addr_slot`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct AddrSlot {
+    class: u32,
+    longer: u32,
+    block: u32,
 }
 
 /// Ports per generation in the `port_class` array (`NP_PORTS`).
@@ -64,6 +74,8 @@ struct RulesConfig {
     dense_base: [u32; MAX_SHAPES],
     stride: [[u32; 6]; MAX_SHAPES],
     proto_class: [u8; 256],
+    addr_len: [[u8; MAX_LENS]; 2],
+    addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
 }
 
 /// `NP_NOT_DENSE`.
@@ -82,6 +94,7 @@ struct Program {
 
 // SAFETY: plain integers and byte arrays with explicit padding fields.
 unsafe impl plain::Plain for AddrKey {}
+unsafe impl plain::Plain for AddrSlot {}
 unsafe impl plain::Plain for ShapeKey {}
 unsafe impl plain::Plain for RuleRef {}
 unsafe impl plain::Plain for RulesConfig {}
@@ -91,6 +104,7 @@ const _: () = {
     use crate::skel::xdp::types;
     use std::mem::size_of;
     assert!(size_of::<AddrKey>() == size_of::<types::np_addr_key>());
+    assert!(size_of::<AddrSlot>() == size_of::<types::np_addr_slot>());
     assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
     assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
     assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
@@ -104,7 +118,9 @@ fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
 
 /// The maps of `rules.h` in one loaded program.
 pub struct RuleTables<'a, M: MapCore> {
-    pub addr_trie: &'a M,
+    pub addr_slots: &'a M,
+    pub addr_prefixes: &'a M,
+    pub addr_blocks: &'a M,
     pub port_class: &'a M,
     pub shape_table: &'a M,
     pub rules_config: &'a M,
@@ -119,7 +135,9 @@ pub struct RuleTables<'a, M: MapCore> {
 macro_rules! rule_tables {
     ($skel:expr) => {
         $crate::filter::tables::RuleTables {
-            addr_trie: &$skel.maps.addr_trie,
+            addr_slots: &$skel.maps.addr_slots,
+            addr_prefixes: &$skel.maps.addr_prefixes,
+            addr_blocks: &$skel.maps.addr_blocks,
             port_class: &$skel.maps.port_class,
             shape_table: &$skel.maps.shape_table,
             rules_config: &$skel.maps.rules_config,
@@ -132,23 +150,30 @@ macro_rules! rule_tables {
 }
 
 /// Sizes the rule tables of an open skeleton, before load; its program's
-/// `max_rules` and `max_programs` must be set to `capacity.rules` and
-/// `capacity.programs` too.
+/// `max_rules`, `max_programs`, `max_cells` and `max_blocks` must be set
+/// to the capacity's too.
 #[macro_export]
 macro_rules! size_rule_tables {
     ($maps:expr, $capacity:expr) => {{
         let cap: $crate::filter::tables::Capacity = $capacity;
         $maps.programs.set_max_entries(2 * cap.programs)?;
         $maps.dense_cells.set_max_entries(2 * cap.cells)?;
-        $maps.addr_trie.set_max_entries(cap.entries)?;
-        // A program loaded without rules needs no port table.
+        $maps.addr_prefixes.set_max_entries(cap.entries)?;
+        // A program loaded without rules needs no port or slot table.
+        let none = cap == $crate::filter::tables::Capacity::NONE;
+        $maps.port_class.set_max_entries(if none {
+            1
+        } else {
+            2 * $crate::filter::tables::PORTS
+        })?;
         $maps
-            .port_class
-            .set_max_entries(if cap == $crate::filter::tables::Capacity::NONE {
-                1
-            } else {
-                2 * $crate::filter::tables::PORTS
-            })?;
+            .addr_blocks
+            .set_max_entries(2 * cap.blocks * $crate::filter::addr::BLOCK as u32)?;
+        $maps.addr_slots.set_max_entries(if none {
+            1
+        } else {
+            4 * $crate::filter::addr::SLOTS
+        })?;
         $maps.shape_table.set_max_entries(cap.entries)?;
         $maps.rule_stats.set_max_entries(2 * cap.rules)?;
     }};
@@ -165,13 +190,15 @@ pub struct Capacity {
     pub programs: u32,
     /// Dense cells per generation.
     pub cells: u32,
+    /// IPv4 address blocks per generation.
+    pub blocks: u32,
 }
 
 impl Capacity {
     /// Room for `compiled` in both generations; with `reloadable`, also for
     /// a rule set that grows to twice its size.
     pub fn for_rules(rules: &[Rule], compiled: &Compiled, reloadable: bool) -> Capacity {
-        let largest = compiled.entries.len().max(compiled.addr_classes.len());
+        let largest = compiled.entries.len().max(compiled.addr.long.len());
         let grow = if reloadable { 2 } else { 1 };
         let floor = if reloadable { 4096 } else { 16 };
         Capacity {
@@ -183,6 +210,10 @@ impl Capacity {
                 compiled.programs.len().max(1)
             } as u32,
             cells: (compiled.cell_count as usize * grow).max(floor) as u32,
+            // A block for each of the 65,536 leading 16 bits at most.
+            blocks: (compiled.addr.blocks.len() * grow)
+                .max(if reloadable { 64 } else { 1 })
+                .min(SLOTS as usize) as u32,
         }
     }
 
@@ -192,6 +223,7 @@ impl Capacity {
         entries: 1,
         programs: 1,
         cells: 1,
+        blocks: 1,
     };
 }
 
@@ -199,6 +231,10 @@ impl Capacity {
 #[derive(Default)]
 struct Generation {
     addr_keys: Vec<AddrKey>,
+    /// Address slots that are not empty, likewise.
+    slots: Vec<u32>,
+    /// Address block entries that are not empty, likewise.
+    block_entries: Vec<u32>,
     /// Ports with a class, to zero before the generation is reused.
     ports: Vec<u32>,
     /// Dense cells holding a rule, likewise.
@@ -241,9 +277,10 @@ impl RuleState {
         let cap = self.capacity;
         if rules.len() > cap.rules as usize
             || compiled.entries.len() + other.shape_keys.len() > cap.entries as usize
-            || compiled.addr_classes.len() + other.addr_keys.len() > cap.entries as usize
+            || compiled.addr.long.len() + other.addr_keys.len() > cap.entries as usize
             || compiled.programs.len() > cap.programs as usize
             || compiled.cell_count > cap.cells
+            || compiled.addr.blocks.len() > cap.blocks as usize
         {
             bail!(
                 "the new rule set ({} rules, {} table entries) does not fit the tables netprobe \
@@ -259,17 +296,41 @@ impl RuleState {
             rules: rules.len(),
             ..Default::default()
         };
-        for (prefix, class) in &compiled.addr_classes {
+        for (index, slot) in &compiled.addr.slots {
+            let index = u32::from(gen) * 2 * SLOTS + index;
+            let value = AddrSlot {
+                class: slot.class,
+                longer: slot.longer,
+                block: slot.block,
+            };
+            maps.addr_slots
+                .update(&index.to_ne_bytes(), bytes(&value), MapFlags::ANY)
+                .context("writing the address slots")?;
+            written.slots.push(index);
+        }
+        for (b, block) in compiled.addr.blocks.iter().enumerate() {
+            for (byte, entry) in block.iter().enumerate() {
+                if *entry == 0 {
+                    continue;
+                }
+                let index = (u32::from(gen) * cap.blocks + b as u32) * BLOCK as u32 + byte as u32;
+                maps.addr_blocks
+                    .update(&index.to_ne_bytes(), &entry.to_ne_bytes(), MapFlags::ANY)
+                    .context("writing the address blocks")?;
+                written.block_entries.push(index);
+            }
+        }
+        for (prefix, class) in &compiled.addr.long {
             let key = AddrKey {
-                prefixlen: 16 + u32::from(prefix.len),
                 gen,
                 family: prefix.family,
+                len: prefix.len,
+                pad: 0,
                 addr: prefix.addr,
-                pad: [0; 2],
             };
-            maps.addr_trie
+            maps.addr_prefixes
                 .update(bytes(&key), &class.to_ne_bytes(), MapFlags::ANY)
-                .context("writing the address trie")?;
+                .context("writing the address prefixes")?;
             written.addr_keys.push(key);
         }
         for (port, class) in compiled.port_classes.iter().enumerate() {
@@ -336,7 +397,15 @@ impl RuleState {
             dense_base: [NOT_DENSE; MAX_SHAPES],
             stride: [[0; 6]; MAX_SHAPES],
             proto_class: [0; 256],
+            addr_len: [[0; MAX_LENS]; 2],
+            addr_mask: [[[[0; 4]; 4]; MAX_LENS]; 2],
         };
+        for (family, lens) in compiled.addr.lens.iter().enumerate() {
+            for (j, len) in lens.iter().enumerate() {
+                config.addr_len[family][j] = *len;
+                config.addr_mask[family][j] = addr::mask(*len);
+            }
+        }
         config.shape[..compiled.shapes.len()].copy_from_slice(&compiled.shapes);
         for (i, dense) in compiled.dense.iter().enumerate() {
             if let Some(d) = dense {
@@ -368,9 +437,23 @@ impl RuleState {
     fn clear<M: MapCore>(&mut self, maps: &RuleTables<'_, M>, gen: u8) -> Result<()> {
         let old = std::mem::take(&mut self.generations[usize::from(gen)]);
         for key in &old.addr_keys {
-            maps.addr_trie
+            maps.addr_prefixes
                 .delete(bytes(key))
-                .context("clearing the address trie")?;
+                .context("clearing the address prefixes")?;
+        }
+        for index in &old.block_entries {
+            maps.addr_blocks
+                .update(&index.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY)
+                .context("clearing the address blocks")?;
+        }
+        for index in &old.slots {
+            maps.addr_slots
+                .update(
+                    &index.to_ne_bytes(),
+                    bytes(&AddrSlot::default()),
+                    MapFlags::ANY,
+                )
+                .context("clearing the address slots")?;
         }
         for index in &old.cells {
             maps.dense_cells

@@ -256,15 +256,29 @@ impl Rng {
     }
 }
 
-const V4: [&str; 6] = [
+// Lengths on both sides of the address slots' 16 bits and the IPv4
+// blocks' 24 (src/filter/addr.rs).
+const V4: [&str; 11] = [
     "10.0.0.0/8",
+    "10.0.0.0/12",
     "10.1.0.0/16",
+    "10.1.0.0/20",
     "10.1.2.0/24",
+    "10.1.2.0/25",
+    "10.1.2.0/30",
+    "10.1.2.2/31",
     "10.1.2.3/32",
     "192.0.2.0/24",
     "0.0.0.0/0",
 ];
-const V6: [&str; 3] = ["2001:db8::/32", "2001:db8:1::/48", "2001:db8:1::5/128"];
+const V6: [&str; 6] = [
+    "2000::/3",
+    "2001:db8::/32",
+    "2001:db8:1::/48",
+    "2001:db8:1::/64",
+    "2001:db8:1::4/126",
+    "2001:db8:1::5/128",
+];
 
 fn random_rule(rng: &mut Rng) -> String {
     let mut terms = Vec::new();
@@ -386,6 +400,10 @@ fn ten_thousand_rules_compile_to_one_shape() {
     // 10,001 source classes times two protocol classes: dense cells.
     assert_eq!(compiled.cells.len(), 10_000);
     assert_eq!(compiled.addr_classes.len(), 10_000);
+    // Hosts: a block for each of the 1 + 10,000 / 65,536 leading 16 bits, and
+    // every host in the hash.
+    assert_eq!(compiled.addr.blocks.len(), 1);
+    assert_eq!(compiled.addr.long.len(), 10_000);
 }
 
 #[test]
@@ -435,5 +453,69 @@ fn qualified_primitives_are_table_rules() {
     }
     for text in ["proto 44", "ip6 proto 44", "tcp host 1.2.3.4", "ip port 80"] {
         assert!(table_alternatives(text).is_err(), "{text}");
+    }
+}
+
+/// The address layout (slots, IPv4 blocks, the hash per longer length)
+/// gives every address the class of the longest rule prefix covering it,
+/// on random prefixes of every length and addresses near them, whole or
+/// cut to fewer 32-bit words as a short frame has them.
+#[test]
+fn address_classes_are_the_longest_covering_prefix() {
+    use super::addr::AddrTables;
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    for _ in 0..200 {
+        let family = if rng.below(2) == 0 { 4 } else { 6 };
+        let bits = Prefix::bits(family);
+        // Addresses that share leading bits, so that prefixes nest.
+        let base: [u8; 16] = std::array::from_fn(|i| if i < 2 { 0x0a } else { rng.below(4) as u8 });
+        let near = |rng: &mut Rng| -> [u8; 16] {
+            let mut a = base;
+            let i = rng.below(u64::from(bits / 8)) as usize;
+            a[i] ^= 1 << rng.below(8);
+            a
+        };
+        let mut prefixes: Vec<Prefix> = (0..1 + rng.below(40))
+            .map(|_| {
+                // IPv6 in steps of 4: at most 32 lengths over /16
+                // (addr::MAX_LENS).
+                let len = match family {
+                    4 => rng.below(33) as u8,
+                    _ => rng.below(33) as u8 * 4,
+                };
+                let addr = near(&mut rng);
+                let addr = std::array::from_fn(|i| {
+                    let keep = u32::from(len).saturating_sub(8 * i as u32).min(8);
+                    addr[i] & (0xff00u16 >> keep) as u8
+                });
+                Prefix { family, addr, len }
+            })
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        let classes: Vec<(Prefix, u32)> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32 + 1))
+            .collect();
+        let tables = AddrTables::build(&classes).unwrap();
+        for _ in 0..200 {
+            let addr = near(&mut rng);
+            let words = if family == 4 {
+                1
+            } else {
+                1 + rng.below(4) as u8
+            };
+            let want = classes
+                .iter()
+                .filter(|(p, _)| p.contains_addr(family, &addr) && p.len <= 32 * words)
+                .max_by_key(|(p, _)| p.len)
+                .map_or(0, |(_, c)| *c);
+            assert_eq!(
+                tables.class(family, &addr, words),
+                want,
+                "{addr:?} in {prefixes:?}"
+            );
+        }
     }
 }

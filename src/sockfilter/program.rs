@@ -56,6 +56,7 @@ pub fn load<'obj>(
     rodata.max_rules = cap.rules;
     rodata.max_programs = cap.programs;
     rodata.max_cells = cap.cells;
+    rodata.max_blocks = cap.blocks;
     crate::size_rule_tables!(open.maps, cap);
     open.load()
         .context("loading the socket filter into the kernel")

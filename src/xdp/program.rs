@@ -27,10 +27,24 @@ pub struct LoadOptions {
     pub count_sources: bool,
 }
 
-/// Whether the settings need the program with actions: counting alone is
-/// served by a lighter program compiled without them.
-fn needs_actions(rules_enabled: bool, reply_icmp: bool, count_sources: bool) -> bool {
-    rules_enabled || reply_icmp || count_sources
+/// The entry points of the XDP object, each compiled with only what it
+/// needs: code for a feature costs even where the feature is off.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryPoint {
+    /// Counting only.
+    Count,
+    /// Counting and rules (`--drop`, `--redirect`).
+    Rules,
+    /// Counting, rules, `--reply` and `--top`.
+    All,
+}
+
+fn entry_point(rules_enabled: bool, reply_icmp: bool, count_sources: bool) -> EntryPoint {
+    match (rules_enabled, reply_icmp || count_sources) {
+        (false, false) => EntryPoint::Count,
+        (true, false) => EntryPoint::Rules,
+        (_, true) => EntryPoint::All,
+    }
 }
 
 /// Opens and loads the XDP program (verifier included) without attaching it.
@@ -50,11 +64,12 @@ pub fn load<'obj>(
     rodata.dry_run = opts.dry_run;
     rodata.reply_icmp = opts.reply_icmp;
     rodata.count_sources = opts.count_sources;
-    let actions = needs_actions(opts.rules.is_some(), opts.reply_icmp, opts.count_sources);
+    let entry = entry_point(opts.rules.is_some(), opts.reply_icmp, opts.count_sources);
     let cap = opts.rules.unwrap_or(Capacity::NONE);
     rodata.max_rules = cap.rules;
     rodata.max_programs = cap.programs;
     rodata.max_cells = cap.cells;
+    rodata.max_blocks = cap.blocks;
     crate::size_rule_tables!(open.maps, cap);
     let maps = &mut open.maps;
     maps.top_sources.set_max_entries(if opts.count_sources {
@@ -64,22 +79,22 @@ pub fn load<'obj>(
     })?;
     maps.reply_addrs
         .set_max_entries(if opts.reply_icmp { REPLY_ADDRS_MAX } else { 1 })?;
-    open.progs.xdp_netprobe.set_autoload(!actions);
-    open.progs.xdp_np_actions.set_autoload(actions);
+    open.progs.xdp_netprobe.set_autoload(entry == EntryPoint::Count);
+    open.progs.xdp_np_rules.set_autoload(entry == EntryPoint::Rules);
+    open.progs.xdp_np_actions.set_autoload(entry == EntryPoint::All);
     open.load()
         .context("loading the XDP program into the kernel")
 }
 
-/// The one program `load` loaded: counting only, or with actions.
+/// The one program `load` loaded.
 pub fn program<'a, 'obj>(skel: &'a XdpSkel<'obj>) -> &'a ProgramMut<'obj> {
-    let actions = skel
-        .maps
-        .rodata_data
-        .is_some_and(|r| needs_actions(r.rules_enabled, r.reply_icmp, r.count_sources));
-    if actions {
-        &skel.progs.xdp_np_actions
-    } else {
-        &skel.progs.xdp_netprobe
+    let entry = skel.maps.rodata_data.map_or(EntryPoint::Count, |r| {
+        entry_point(r.rules_enabled, r.reply_icmp, r.count_sources)
+    });
+    match entry {
+        EntryPoint::Count => &skel.progs.xdp_netprobe,
+        EntryPoint::Rules => &skel.progs.xdp_np_rules,
+        EntryPoint::All => &skel.progs.xdp_np_actions,
     }
 }
 
