@@ -79,9 +79,15 @@ pub fn load<'obj>(
     })?;
     maps.reply_addrs
         .set_max_entries(if opts.reply_icmp { REPLY_ADDRS_MAX } else { 1 })?;
-    open.progs.xdp_netprobe.set_autoload(entry == EntryPoint::Count);
-    open.progs.xdp_np_rules.set_autoload(entry == EntryPoint::Rules);
-    open.progs.xdp_np_actions.set_autoload(entry == EntryPoint::All);
+    open.progs
+        .xdp_netprobe
+        .set_autoload(entry == EntryPoint::Count);
+    open.progs
+        .xdp_np_rules
+        .set_autoload(entry == EntryPoint::Rules);
+    open.progs
+        .xdp_np_actions
+        .set_autoload(entry == EntryPoint::All);
     open.load()
         .context("loading the XDP program into the kernel")
 }
