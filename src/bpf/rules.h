@@ -388,7 +388,8 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 /* The libpcap programs in slots `first` to `last` of rules before
  * `before`, run over the frame's copy: the first match's rule << 32 | its
  * action, or NP_ACTION_NONE. The hook's np_programs() runs this, inline or
- * in a function of its own. */
+ * in a function of its own; `nested` says np_match() is in one already,
+ * where another would take the stack of one more frame. */
 static __always_inline __u64 np_programs_run(struct np_ctx *c, __u32 first, __u32 last,
 					     __u32 before, __u32 len)
 {
@@ -403,7 +404,7 @@ static __always_inline __u64 np_programs_run(struct np_ctx *c, __u32 first, __u3
 /* The first rule the packet matches, counted in rule_stats; NONE if none.
  * Programs run in rule order, and only those of rules before the tables'
  * match. */
-static __always_inline __u32 np_match(struct np_ctx *c, __u32 len)
+static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool nested)
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_rules_config *cfg;
@@ -423,7 +424,7 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len)
 	n = cfg->n_programs;
 	if (n && n <= NP_MAX_PROGRAMS) {
 		__u64 found = np_programs(c, gen * max_programs, gen * max_programs + n - 1,
-					  best.rule, len);
+					  best.rule, len, nested);
 
 		if ((__u32)found != NP_ACTION_NONE) {
 			best.rule = found >> 32;

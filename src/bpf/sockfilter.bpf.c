@@ -34,7 +34,7 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 }
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len);
+					 __u32 before, __u32 len, const bool nested);
 
 #include "parse.h"
 #include "rules.h"
@@ -57,7 +57,7 @@ __noinline __u64 np_sock_programs(__u32 first, __u32 last, __u32 before, __u32 c
 }
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len)
+					 __u32 before, __u32 len, const bool nested)
 {
 	return np_sock_programs(first, last, before, c->caplen, len);
 }
@@ -126,7 +126,7 @@ __noinline int np_match_rules(__u32 caplen, __u32 len)
 
 	if (!c.frame)
 		return NP_ACTION_NONE;
-	return np_match(&c, len);
+	return np_match(&c, len, false);
 }
 
 SEC("socket")

@@ -41,7 +41,7 @@ static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void
 struct np_frame_copy;
 static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len);
+					 __u32 before, __u32 len, const bool nested);
 
 #include "rules.h"
 
@@ -60,8 +60,10 @@ __noinline __u64 np_xdp_programs(struct xdp_md *ctx, __u32 first, __u32 last, __
 }
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len)
+					 __u32 before, __u32 len, const bool nested)
 {
+	if (nested)
+		return np_programs_run(c, first, last, before, len);
 	return np_xdp_programs(c->xdp, first, last, before);
 }
 
@@ -122,7 +124,7 @@ __noinline int np_match_rules(struct xdp_md *ctx, __u32 len)
 
 	if (!ctx)
 		return NP_ACTION_NONE;
-	return np_match(&c, len);
+	return np_match(&c, len, true);
 }
 
 /* What an entry point is compiled with. */
@@ -262,7 +264,7 @@ static __always_inline int np_xdp(struct xdp_md *ctx, const enum np_xdp_kind kin
 	if (kind != NP_XDP_RULES)
 		np_parse(&c, &pkt, len);
 	if (kind != NP_XDP_COUNT && rules_enabled) {
-		switch (kind == NP_XDP_RULES ? np_match(&c, len) : np_match_rules(ctx, len)) {
+		switch (kind == NP_XDP_RULES ? np_match(&c, len, false) : np_match_rules(ctx, len)) {
 		case NP_ACTION_DROP:
 			if (dry_run)
 				would_drop = true;
