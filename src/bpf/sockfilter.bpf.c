@@ -39,19 +39,25 @@ static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 la
 #include "parse.h"
 #include "rules.h"
 
-/* The libpcap programs in a global function of their own, as in xdp.bpf.c;
- * the frame is already in frame_copy, `caplen` bytes of it. */
+/* The context of a global function: the frame is already in frame_copy,
+ * `caplen` bytes of it. False if the copy is not there. */
+static __always_inline bool np_copied_ctx(struct np_ctx *c, __u32 caplen, __u32 len)
+{
+	__u32 zero = 0;
+
+	c->frame = bpf_map_lookup_elem(&frame_copy, &zero);
+	c->caplen = caplen;
+	c->len = len;
+	return c->frame != NULL;
+}
+
+/* The libpcap programs in a global function of their own, as in xdp.bpf.c. */
 __noinline __u64 np_sock_programs(__u32 first, __u32 last, __u32 before, __u32 caplen,
 				  __u32 len)
 {
-	__u32 zero = 0;
-	struct np_ctx c = {
-		.frame = bpf_map_lookup_elem(&frame_copy, &zero),
-		.caplen = caplen,
-		.len = len,
-	};
+	struct np_ctx c;
 
-	if (!c.frame)
+	if (!np_copied_ctx(&c, caplen, len))
 		return NP_ACTION_NONE;
 	return np_programs_run(&c, first, last, before, len);
 }
@@ -113,18 +119,12 @@ struct {
 	__type(value, struct np_stats);
 } sock_stats SEC(".maps");
 
-/* A global function, verified once on its own (see xdp.bpf.c); the frame
- * is already in frame_copy, `caplen` bytes of it. */
+/* A global function, verified once on its own (see xdp.bpf.c). */
 __noinline int np_match_rules(__u32 caplen, __u32 len)
 {
-	__u32 zero = 0;
-	struct np_ctx c = {
-		.frame = bpf_map_lookup_elem(&frame_copy, &zero),
-		.caplen = caplen,
-		.len = len,
-	};
+	struct np_ctx c;
 
-	if (!c.frame)
+	if (!np_copied_ctx(&c, caplen, len))
 		return NP_ACTION_NONE;
 	return np_match(&c, len, false);
 }
