@@ -278,26 +278,24 @@ fn writes_exactly_the_matching_frames_to_pcap() {
 fn prints_one_line_per_frame_and_stops_after_count() {
     common::require_root();
     let net = Pair::quiet();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.b.name,
-            common::process::BIN,
+    // Frames go out once netprobe says it is attached: a frame sent before
+    // would be missed, and the run would wait for it.
+    let np = Running::start(
+        Some(&net.b.name),
+        &[
             "sockfilter",
             "-i",
             &net.b_if,
-        ])
-        .args(["--filter", "udp and dst port 9", "-c", "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+            "--filter",
+            "udp and dst port 9",
+            "-c",
+            "5",
+        ],
+    );
     send_frames(&net.a.name, &net.a_if, &mixed(8));
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = np.finish();
+    assert_eq!(out.code, Some(0));
+    let stdout = &out.stdout;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 5, "{stdout}");
     for line in &lines {
@@ -310,40 +308,40 @@ fn prints_one_line_per_frame_and_stops_after_count() {
         );
     }
     // The summary goes to stderr, so stdout stays frames only.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("5 captured"), "{stderr}");
+    assert!(out.stderr.contains("5 captured"), "{}", out.stderr);
 }
 
 #[test]
 fn pcap_to_stdout_feeds_tcpdump() {
     common::require_root();
     let net = Pair::quiet();
-    let mut np = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.b.name,
-            common::process::BIN,
+    let (pcap_in, pcap_out) = std::io::pipe().unwrap();
+    let tcpdump = Command::new("tcpdump")
+        .args(["-nr", "-"])
+        .stdin(pcap_in)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Frames go out once netprobe says it is attached (see above).
+    let np = Running::start_with_stdout(
+        Some(&net.b.name),
+        &[
             "sockfilter",
             "-i",
             &net.b_if,
-        ])
-        .args(["--filter", "tcp", "-w", "-", "-c", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let tcpdump = Command::new("tcpdump")
-        .args(["-nr", "-"])
-        .stdin(np.stdout.take().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+            "--filter",
+            "tcp",
+            "-w",
+            "-",
+            "-c",
+            "6",
+        ],
+        pcap_out.into(),
+    );
     send_frames(&net.a.name, &net.a_if, &mixed(3));
+    assert_eq!(np.finish().code, Some(0));
     let out = tcpdump.wait_with_output().unwrap();
-    assert_eq!(np.wait().unwrap().code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(

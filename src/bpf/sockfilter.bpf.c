@@ -62,6 +62,9 @@ __noinline __u64 np_sock_programs(__u32 first, __u32 last, __u32 before, __u32 c
 	return np_programs_run(&c, first, last, before, len);
 }
 
+/* Always the global function: the socket filter's frames are small enough
+ * for 6.1's stack limit to take it inside np_match_rules (the kernel matrix
+ * loads it), so `nested` does not matter here. */
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested)
 {
@@ -126,7 +129,7 @@ __noinline int np_match_rules(__u32 caplen, __u32 len)
 
 	if (!np_copied_ctx(&c, caplen, len))
 		return NP_ACTION_NONE;
-	return np_match(&c, len, false);
+	return np_match(&c, len, true);
 }
 
 SEC("socket")

@@ -111,6 +111,15 @@ const _: () = {
     assert!(size_of::<Program>() == size_of::<types::np_program>());
 };
 
+/// Writes `zero` (an array map's empty value) at each of `indices`.
+fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -> Result<()> {
+    for index in indices {
+        map.update(&index.to_ne_bytes(), zero, MapFlags::ANY)
+            .with_context(|| format!("clearing the {what}"))?;
+    }
+    Ok(())
+}
+
 fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
     // SAFETY: T is Plain: every byte is initialized, padding is explicit.
     unsafe { plain::as_bytes(v) }
@@ -441,34 +450,30 @@ impl RuleState {
                 .delete(bytes(key))
                 .context("clearing the address prefixes")?;
         }
-        for index in &old.block_entries {
-            maps.addr_blocks
-                .update(&index.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY)
-                .context("clearing the address blocks")?;
-        }
-        for index in &old.slots {
-            maps.addr_slots
-                .update(
-                    &index.to_ne_bytes(),
-                    bytes(&AddrSlot::default()),
-                    MapFlags::ANY,
-                )
-                .context("clearing the address slots")?;
-        }
-        for index in &old.cells {
-            maps.dense_cells
-                .update(
-                    &index.to_ne_bytes(),
-                    bytes(&RuleRef::default()),
-                    MapFlags::ANY,
-                )
-                .context("clearing the dense cells")?;
-        }
-        for index in &old.ports {
-            maps.port_class
-                .update(&index.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY)
-                .context("clearing the port classes")?;
-        }
+        zero_entries(
+            maps.addr_blocks,
+            &old.block_entries,
+            &0u32.to_ne_bytes(),
+            "address blocks",
+        )?;
+        zero_entries(
+            maps.addr_slots,
+            &old.slots,
+            bytes(&AddrSlot::default()),
+            "address slots",
+        )?;
+        zero_entries(
+            maps.dense_cells,
+            &old.cells,
+            bytes(&RuleRef::default()),
+            "dense cells",
+        )?;
+        zero_entries(
+            maps.port_class,
+            &old.ports,
+            &0u32.to_ne_bytes(),
+            "port classes",
+        )?;
         for key in &old.shape_keys {
             maps.shape_table
                 .delete(bytes(key))

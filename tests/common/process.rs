@@ -83,24 +83,38 @@ fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
 impl Running {
     /// Starts netprobe and waits until it says it is attached.
     pub fn start(ns: Option<&str>, args: &[&str]) -> Running {
-        Running::spawn(command(ns, args), "attached")
+        Running::start_with_stdout(ns, args, Stdio::piped())
+    }
+
+    /// The same, with netprobe's stdout going to `stdout` (a pipe into
+    /// another program) instead of being read here.
+    pub fn start_with_stdout(ns: Option<&str>, args: &[&str], stdout: Stdio) -> Running {
+        let mut cmd = command(ns, args);
+        cmd.stdout(stdout);
+        Running::spawn(cmd, "attached")
     }
 
     /// Starts another program in `ns` (tcpdump) and waits until its stderr
     /// says `ready`.
     pub fn start_tool(ns: &str, args: &[&str], ready: &str) -> Running {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(args);
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::piped());
         Running::spawn(cmd, ready)
     }
 
+    /// Spawns `cmd` (its stdout already set) and waits for `ready` on stderr.
     fn spawn(mut cmd: Command, ready: &str) -> Running {
         let mut child = cmd
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning a program");
-        let stdout = lines_of(child.stdout.take().unwrap());
+        // Not piped here: nothing to read, a channel that is already closed.
+        let stdout = match child.stdout.take() {
+            Some(out) => lines_of(out),
+            None => channel().1,
+        };
         let stderr = lines_of(child.stderr.take().unwrap());
         let mut r = Running {
             child,
@@ -164,11 +178,12 @@ impl Running {
         panic!("condition not met within {timeout:?}; last line: {last}");
     }
 
-    /// Waits for netprobe to end by itself; returns its code and raw output.
+    /// Waits for netprobe to end by itself; returns its code and raw output,
+    /// all of it: the readers run until the pipes close.
     pub fn finish(mut self) -> Finished {
         let status = self.child.wait().expect("waiting for netprobe");
-        let stdout: Vec<String> = self.stdout.try_iter().collect();
-        self.stderr_seen.extend(self.stderr.try_iter());
+        let stdout: Vec<String> = self.stdout.iter().collect();
+        self.stderr_seen.extend(self.stderr.iter());
         Finished {
             code: status.code(),
             stdout: stdout.join("\n"),
