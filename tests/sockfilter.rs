@@ -50,6 +50,8 @@ fn with_rules(texts: &[&str], opts: LoadOptions, f: impl FnOnce(&SockfilterSkel<
         programs: 64,
         cells: 1 << 16,
         blocks: 256,
+        addr_rows: 4096,
+        row_fields: 0xf,
     };
     let mut storage = MaybeUninit::uninit();
     let skel = load(

@@ -54,6 +54,8 @@ fn rules_options() -> LoadOptions {
             programs: 64,
             cells: 1 << 16,
             blocks: 256,
+            addr_rows: 4096,
+            row_fields: 0xf,
         }),
         ..Default::default()
     }
@@ -97,6 +99,8 @@ fn every_primitive_matches_and_misses_for_ipv4_and_ipv6() {
         programs: 64,
         cells: 1 << 16,
         blocks: 256,
+        addr_rows: 4096,
+        row_fields: 0xf,
     });
 
     let other4 = Ipv4Addr::new(203, 0, 113, 7);
@@ -346,6 +350,8 @@ fn reload_swaps_the_whole_rule_set() {
         programs: 64,
         cells: 1 << 16,
         blocks: 256,
+        addr_rows: 4096,
+        row_fields: 0xf,
     });
     let udp9 = udp4_frame(9, 0);
     let udp10 = udp4_frame(10, 0);
@@ -391,6 +397,8 @@ fn dry_run_passes_and_counts_would_drop() {
         programs: 64,
         cells: 1 << 16,
         blocks: 256,
+        addr_rows: 4096,
+        row_fields: 0xf,
     });
     install(&skel, &mut state, &parse_all(&["udp"], Action::Drop));
     let frame = udp4_frame(9, 0);
@@ -420,6 +428,8 @@ fn redirect_rules_pick_the_devmap() {
         programs: 64,
         cells: 1 << 16,
         blocks: 256,
+        addr_rows: 4096,
+        row_fields: 0xf,
     });
     let mut rules = parse_all(&["udp and dst port 9"], Action::Drop);
     rules.extend(parse_all(&["udp"], Action::Redirect));

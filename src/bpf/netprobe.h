@@ -141,6 +141,18 @@ struct np_rule_ref {
 #define NP_FIELDS 6
 /* A shape whose entries are in shape_table, not in dense_cells. */
 #define NP_NOT_DENSE 0xffffffffU
+/* Fields that may have classes of their own per shape: src, dst, sport,
+ * dport. */
+#define NP_CLASS_FIELDS 4
+/* Columns of a row of shape classes (a power of two): column 0 is the rule
+ * set's class, the others those of up to 7 shape fields. */
+#define NP_COLUMNS 8
+
+/* By a rule set's address or port class: the class of each column's shape
+ * field (0: no prefix of that shape covers it). */
+struct np_class_row {
+	__u32 class[NP_COLUMNS];
+};
 
 struct np_rules_config {
 	__u32 n_shapes;
@@ -154,6 +166,10 @@ struct np_rules_config {
 	 * src, dst, sport, dport). An array lookup, where a hash costs more. */
 	__u32 dense_base[NP_MAX_SHAPES];
 	__u32 stride[NP_MAX_SHAPES][NP_FIELDS];
+	/* The column of a shape's src, dst, sport and dport in the rows of
+	 * addr_rows or port_rows (0: the rule set's classes), so that its
+	 * cells number the combinations of its own rules' prefixes and ports. */
+	__u8 column[NP_MAX_SHAPES][NP_CLASS_FIELDS];
 	__u8 proto_class[256];
 	/* Per family (IPv4, IPv6): the prefix lengths in the hash, longest
 	 * first, and the mask of each in network order. */

@@ -3,9 +3,9 @@
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
  * there for why this is one lookup per field (an array slot and a hash
  * lookup per prefix length in use below it for addresses, an array for
- * ports) plus one lookup (an array cell or a hash entry) per shape the
- * packet can match,
- * whatever the number of rules; rules the tables cannot hold run as
+ * ports, and an array row where a large shape has classes of its own for
+ * the field) plus one lookup (an array cell or a hash entry) per shape the
+ * packet can match, whatever the number of rules; rules the tables cannot hold run as
  * libpcap programs (cbpf.h). Needs parse.h first. */
 #ifndef NETPROBE_RULES_H
 #define NETPROBE_RULES_H
@@ -64,6 +64,23 @@ struct {
 	__type(value, struct np_rule_ref);
 } dense_cells SEC(".maps");
 
+/* Shape classes by address class: generation * max_addr_rows + class. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_class_row);
+} addr_rows SEC(".maps");
+
+/* The classes of a port, where shapes have port classes of their own:
+ * generation * 65536 + port; column 0 is port_class's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_class_row);
+} port_rows SEC(".maps");
+
 /* One config per generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -94,6 +111,11 @@ const volatile __u32 max_rules = 1;
 const volatile __u32 max_cells = 1;
 /* IPv4 address blocks per generation. */
 const volatile __u32 max_blocks = 1;
+/* Rows of addr_rows per generation, and the fields (bit f: src, dst,
+ * sport, dport) whose row is looked up: a constant, so that the verifier
+ * removes the lookups no shape needs. */
+const volatile __u32 max_addr_rows = 1;
+const volatile __u32 row_fields = 0;
 
 /* Reads `size` (1 or 2) bytes at `off`, big-endian; false past the end. */
 static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, __u32 *out)
@@ -214,17 +236,6 @@ static __always_inline __u32 np_addr_class_of(struct np_ctx *c, __u32 gen, __u32
 	return 0;
 }
 
-static __always_inline __u32 np_port_class(struct np_ctx *c, __u8 gen, __u32 off)
-{
-	__u32 port, *class;
-
-	if (!np_load_be(c, off, 2, &port))
-		return 0;
-	port += gen * NP_PORTS;
-	class = bpf_map_lookup_elem(&port_class, &port);
-	return class ? *class : 0;
-}
-
 /* What the tables match a frame on. Fields are read where libpcap's
  * programs read them, with no check that the headers are well formed, so
  * that a rule the tables hold matches exactly what tcpdump's filter for it
@@ -233,7 +244,6 @@ static __always_inline __u32 np_port_class(struct np_ctx *c, __u8 gen, __u32 off
  * absent field (or one no rule prefix covers) is never probed. */
 struct np_fields {
 	__u32 found; /* NP_SHAPE_* bits of the fields present */
-	__u32 src, dst, sport, dport; /* classes */
 	__u8 l3;     /* enum np_match_l3 */
 	__u8 proto;  /* IP protocol */
 	__u8 family; /* of the addresses: 4 or 6, 0 for none */
@@ -242,6 +252,9 @@ struct np_fields {
 	 * memory is known to be small. */
 	__u8 saddr, daddr;
 	__u8 pad2[2];
+	/* Classes of src, dst, sport, dport: the rule set's in column 0,
+	 * then those of the shapes with classes of their own. */
+	__u32 class[NP_CLASS_FIELDS][NP_COLUMNS];
 };
 
 #define NP_ETH_P_RARP 0x8035
@@ -252,13 +265,42 @@ static __always_inline bool np_has_ports(__u32 proto)
 	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
 }
 
+/* The class of the port at `off` in field `f` (2: sport, 3: dport) of
+ * the frame's classes, and its bit in `found` if it has one. Where shapes
+ * have port classes of their own, one lookup reads them all. */
+static __always_inline void np_port_classes(struct np_ctx *c, __u8 gen, __u32 off,
+					    struct np_fields *fp, __u32 f)
+{
+	const struct np_class_row *row;
+	__u32 port, *class;
+
+	if (!np_load_be(c, off, 2, &port))
+		return;
+	port += gen * NP_PORTS;
+	if (row_fields >> f & 1) {
+		row = bpf_map_lookup_elem(&port_rows, &port);
+		if (!row)
+			return;
+		__builtin_memcpy(fp->class[f], row->class, sizeof(row->class));
+	} else {
+		class = bpf_map_lookup_elem(&port_class, &port);
+		if (!class)
+			return;
+		fp->class[f][0] = *class;
+	}
+	if (fp->class[f][0])
+		fp->found |= f == 2 ? NP_SHAPE_SPORT : NP_SHAPE_DPORT;
+}
+
 static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
 					    const struct np_rules_config *cfg, struct np_fields *f)
 {
 	__u32 type, l = 12, v, frag, ihl, ports = 0, fields = cfg->fields;
 	int i;
 
-	__builtin_memset(f, 0, sizeof(*f));
+	/* Not the shape columns: `found` says which are this frame's. */
+	__builtin_memset(f, 0, __builtin_offsetof(struct np_fields, class));
+	f->class[0][0] = f->class[1][0] = f->class[2][0] = f->class[3][0] = 0;
 	if (!np_load_be(c, l, 2, &type))
 		return;
 	for (i = 0; i < NP_MAX_VLAN_TAGS; i++) {
@@ -310,10 +352,10 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
 	f->found |= NP_SHAPE_L3;
 	if (!ports)
 		return;
-	if (fields & NP_SHAPE_SPORT && (f->sport = np_port_class(c, gen, ports)))
-		f->found |= NP_SHAPE_SPORT;
-	if (fields & NP_SHAPE_DPORT && (f->dport = np_port_class(c, gen, ports + 2)))
-		f->found |= NP_SHAPE_DPORT;
+	if (fields & NP_SHAPE_SPORT)
+		np_port_classes(c, gen, ports, f, 2);
+	if (fields & NP_SHAPE_DPORT)
+		np_port_classes(c, gen, ports + 2, f, 3);
 }
 
 /* The fields are read into a per-CPU map value and read back from it: the
@@ -328,8 +370,48 @@ struct {
 	__type(value, struct np_fields);
 } fields_seen SEC(".maps");
 
+/* Fills the shape columns of address field `f` (0: src, 1: dst) from its
+ * row. It looks the row up even for class 0 (row 0 is empty): a branch
+ * here made the verifier check the shape loop below once more for each
+ * way. */
+static __always_inline void np_addr_columns(struct np_fields *fp, __u32 gen, __u32 f)
+{
+	const struct np_class_row *row;
+	__u32 idx;
+
+	if (!(row_fields >> f & 1))
+		return;
+	idx = gen * max_addr_rows + fp->class[f][0];
+	row = bpf_map_lookup_elem(&addr_rows, &idx);
+	if (row)
+		__builtin_memcpy(&fp->class[f][1], &row->class[1], sizeof(row->class) - 4);
+	else
+		__builtin_memset(&fp->class[f][1], 0, sizeof(row->class) - 4);
+}
+
+/* The shape loop is checked by the verifier once per shape and per path
+ * through its body, so its tests are arithmetic, not branches: 1 if `x`
+ * is not 0; all ones if bit `bit` of `shape` is set, else 0. The empty
+ * asm keeps the compiler from turning them back into branches. */
+static __always_inline __u32 np_nonzero(__u32 x)
+{
+	__u64 t = (__u64)x + 0xffffffffULL;
+
+	asm volatile("" : "+r"(t));
+	return t >> 32;
+}
+
+static __always_inline __u32 np_mask(__u32 shape, __u32 bit)
+{
+	__u32 m = shape >> bit & 1;
+
+	asm volatile("" : "+r"(m));
+	return -m;
+}
+
 /* The first rule the tables match: one lookup per shape whose fields the
- * frame has. */
+ * frame has, after an array lookup per field present that some shape has
+ * classes of its own for. */
 static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u32 gen,
 							  const struct np_rules_config *cfg)
 {
@@ -347,23 +429,50 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	asm volatile("" ::: "memory");
 	/* Addresses are classified here, once for every way the fields were
 	 * read. */
-	if (cfg->fields & NP_SHAPE_SRC && (fp->src = np_addr_class_of(c, gen, fp->family, fp->saddr)))
+	if (cfg->fields & NP_SHAPE_SRC &&
+	    (fp->class[0][0] = np_addr_class_of(c, gen, fp->family, fp->saddr)))
 		fp->found |= NP_SHAPE_SRC;
-	if (cfg->fields & NP_SHAPE_DST && (fp->dst = np_addr_class_of(c, gen, fp->family, fp->daddr)))
+	if (cfg->fields & NP_SHAPE_DST &&
+	    (fp->class[1][0] = np_addr_class_of(c, gen, fp->family, fp->daddr)))
 		fp->found |= NP_SHAPE_DST;
+	np_addr_columns(fp, gen, 0);
+	np_addr_columns(fp, gen, 1);
+	asm volatile("" ::: "memory");
 	for (i = 0; i < NP_MAX_SHAPES; i++) {
+		const __u8 *column = cfg->column[i];
+		__u32 src, dst, sport, dport;
 		__u8 shape;
 
 		if (i >= cfg->n_shapes)
 			break;
 		shape = cfg->shape[i];
-		if (shape & ~fp->found)
-			continue;
+		if (!row_fields) {
+			/* Every shape is keyed by the rule set's classes. */
+			if (shape & ~fp->found)
+				continue;
+			src = fp->class[0][0];
+			dst = fp->class[1][0];
+			sport = fp->class[2][0];
+			dport = fp->class[3][0];
+		} else {
+			/* The shape's classes; 0 for a field it keys on means
+			 * no rule of the shape covers it: no match. Columns of
+			 * a field the frame lacks are stale, and `found`
+			 * masks them. */
+			src = fp->class[0][column[0] & (NP_COLUMNS - 1)];
+			dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
+			sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
+			dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
+			if (shape & ~(fp->found & (NP_SHAPE_L3 | NP_SHAPE_PROTO |
+						   np_nonzero(src) << 2 | np_nonzero(dst) << 3 |
+						   np_nonzero(sport) << 4 | np_nonzero(dport) << 5)))
+				continue;
+		}
 		if (cfg->dense_base[i] != NP_NOT_DENSE) {
 			const __u32 *st = cfg->stride[i];
 			__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->l3 * st[0] +
-				     cfg->proto_class[fp->proto] * st[1] + fp->src * st[2] +
-				     fp->dst * st[3] + fp->sport * st[4] + fp->dport * st[5];
+				     cfg->proto_class[fp->proto] * st[1] + src * st[2] +
+				     dst * st[3] + sport * st[4] + dport * st[5];
 
 			ref = bpf_map_lookup_elem(&dense_cells, &cell);
 			if (ref && ref->action != NP_ACTION_NONE && ref->rule < best.rule)
@@ -372,12 +481,12 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 		}
 		key.gen = gen;
 		key.shape = shape;
-		key.l3 = shape & NP_SHAPE_L3 ? fp->l3 : 0;
-		key.proto = shape & NP_SHAPE_PROTO ? fp->proto : 0;
-		key.src = shape & NP_SHAPE_SRC ? fp->src : 0;
-		key.dst = shape & NP_SHAPE_DST ? fp->dst : 0;
-		key.sport = shape & NP_SHAPE_SPORT ? fp->sport : 0;
-		key.dport = shape & NP_SHAPE_DPORT ? fp->dport : 0;
+		key.l3 = fp->l3 & np_mask(shape, 0);
+		key.proto = fp->proto & np_mask(shape, 1);
+		key.src = src & np_mask(shape, 2);
+		key.dst = dst & np_mask(shape, 3);
+		key.sport = sport & np_mask(shape, 4);
+		key.dport = dport & np_mask(shape, 5);
 		ref = bpf_map_lookup_elem(&shape_table, &key);
 		if (ref && ref->rule < best.rule)
 			best = *ref;

@@ -1,14 +1,17 @@
 //! Compiling a rule set into the tables the BPF matcher reads: address
 //! classes (see [`super::addr`]), an array of port classes, and a cell or
-//! hash entry per shape keyed by the classes; and the libpcap programs of the rules
-//! the tables cannot hold. `Compiled::lookup` is what the BPF tables do, in
-//! Rust.
-use std::collections::{BTreeMap, HashMap};
+//! hash entry per shape keyed by the classes; and the libpcap programs of
+//! the rules the tables cannot hold. A large shape may be keyed by classes
+//! of its own for a field (its rules' prefixes or ports only, read from a
+//! row per class of the rule set's), so that it stays dense cells, not
+//! hash entries, however many other rules share the field (`own_classes`).
+//! `Compiled::lookup` is what the BPF tables do, in Rust.
+use std::collections::HashMap;
 
 use super::addr::AddrTables;
 use super::model::{
-    Action, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3, SHAPE_PROTO,
-    SHAPE_SPORT, SHAPE_SRC,
+    Action, Conjunction, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3,
+    SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC,
 };
 use super::pcap::Insn;
 
@@ -65,6 +68,16 @@ pub struct Compiled {
     pub cell_count: u32,
     /// IP protocol -> its class in dense cells (0: no rule names it).
     pub proto_class: Vec<u8>,
+    /// Per shape (in `shapes` order) and field (src, dst, sport, dport):
+    /// the column of `addr_rows` or `port_rows` holding the shape's own
+    /// classes of that field, or 0: the rule set's classes.
+    pub columns: Vec<[u8; 4]>,
+    /// By address class: the class of each column's shape (0: none of the
+    /// shape's prefixes covers it). Column 0 is unused. Empty when no
+    /// shape has address classes of its own.
+    pub addr_rows: Vec<[u32; COLUMNS]>,
+    /// The same by port class.
+    pub port_rows: Vec<[u32; COLUMNS]>,
 }
 
 /// Where a dense shape's cells begin, and each field's stride (l3, proto,
@@ -100,6 +113,10 @@ impl Dense {
 pub const MAX_CELLS_PER_SHAPE: u64 = 1 << 20;
 /// Dense cells a rule set may take in all.
 pub const MAX_CELLS: u64 = 1 << 21;
+/// Columns of a row of shape classes (`NP_COLUMNS`): column 0 is the
+/// rule set's class, so 7 shape fields of each kind (addresses, ports) may
+/// have classes of their own; the others are keyed by the rule set's.
+pub const COLUMNS: usize = 8;
 
 /// Prefixes indexed so that "all prefixes inside P" is a range scan:
 /// (group, first value, last value), where group keeps IPv4 and IPv6 apart.
@@ -135,6 +152,77 @@ impl<K: Ord + Copy> PrefixIndex<K> {
     fn classes(&self) -> Vec<(K, u32)> {
         self.sorted.iter().map(|item| (item.3, item.4)).collect()
     }
+
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Writes into column `column` of `rows` (one row per class of
+    /// `self`, plus row 0) the class in `local` (an index of some of
+    /// `self`'s items) of each of `self`'s classes: that of the longest
+    /// item of `local` containing it, 0 for none. The class of an address
+    /// in `self` names the longest of its prefixes covering the address,
+    /// and prefixes covering one address nest, so this is the longest item
+    /// of `local` covering the address.
+    fn fill_column(&self, local: &PrefixIndex<K>, rows: &mut Vec<[u32; COLUMNS]>, column: usize) {
+        rows.resize(self.len() + 1, [0; COLUMNS]);
+        let mut widest_first: Vec<&(u8, u128, u128, K, u32)> = local.sorted.iter().collect();
+        widest_first.sort_by_key(|item| std::cmp::Reverse(item.2 - item.1));
+        for &(group, first, last, _, class) in widest_first {
+            for inner in self.within((group, first, last)) {
+                rows[inner as usize][column] = class;
+            }
+        }
+    }
+}
+
+/// Values of the l3 field (`enum np_match_l3`).
+const L3_VALUES: u64 = 4;
+/// A shape of at most this many cells keeps the rule set's classes: its
+/// own would cost an array lookup per field and packet, to save memory
+/// that is small already.
+const SMALL_SHAPE: u64 = 1 << 16;
+
+/// Which fields of a shape get classes of their own. A shape's cells
+/// number the combinations of its fields' classes (times `fixed`, those of
+/// l3 and proto). Keyed by the rule set's classes (`global` per field), a
+/// shape of few rules can need more cells than fit, and falls back to the
+/// hash; keyed by its own (`own`), each packet pays one more array lookup
+/// for each such field. So fields switch to their own classes, the one that
+/// shrinks the shape most first, while the shape is larger than
+/// `SMALL_SHAPE` and either too large to be dense or shrinks at least
+/// fourfold; `left` is the columns left for addresses and for ports. With
+/// `always`, every field that has fewer classes of its own switches.
+fn own_classes(
+    fixed: u64,
+    keyed: [bool; 4],
+    global: [usize; 4],
+    own: [usize; 4],
+    left: &mut [usize; 2],
+    always: bool,
+) -> [bool; 4] {
+    let mut chosen = [false; 4];
+    let size = |chosen: &[bool; 4]| {
+        (0..4)
+            .filter(|&f| keyed[f])
+            .map(|f| (if chosen[f] { own[f] } else { global[f] }) as u64 + 1)
+            .fold(fixed, u64::saturating_mul)
+    };
+    while always || size(&chosen) > SMALL_SHAPE {
+        let gain = |f: usize| (global[f] as u64 + 1) as f64 / (own[f] as u64 + 1) as f64;
+        let Some(best) = (0..4)
+            .filter(|&f| keyed[f] && !chosen[f] && left[f / 2] > 0 && own[f] < global[f])
+            .max_by(|&a, &b| gain(a).total_cmp(&gain(b)))
+        else {
+            break;
+        };
+        if !always && gain(best) < 4.0 && size(&chosen) <= MAX_CELLS_PER_SHAPE {
+            break;
+        }
+        chosen[best] = true;
+        left[best / 2] -= 1;
+    }
+    chosen
 }
 
 /// An address prefix as (family, first address, last address), addresses
@@ -143,6 +231,18 @@ fn prefix_range(p: &Prefix) -> (u8, u128, u128) {
     let first = u128::from_be_bytes(p.addr);
     let host_bits = u128::MAX.checked_shr(u32::from(p.len)).unwrap_or(0);
     (p.family, first, first | host_bits)
+}
+
+/// An address prefix as an item of a [`PrefixIndex`].
+fn addr_item(p: Prefix) -> (u8, u128, u128, Prefix) {
+    let (g, s, e) = prefix_range(&p);
+    (g, s, e, p)
+}
+
+/// A port block as an item of a [`PrefixIndex`].
+fn port_item((port, len): (u16, u8)) -> (u8, u128, u128, (u16, u8)) {
+    let (g, s, e) = block_range(port, len);
+    (g, s, e, (port, len))
 }
 
 /// Every port's class from the classes of port blocks: the longest block
@@ -169,6 +269,17 @@ pub(super) fn block_range(port: u16, len: u8) -> (u8, u128, u128) {
 
 impl Compiled {
     pub fn compile(rules: &[Rule]) -> Result<Compiled, String> {
+        Compiled::compile_as(rules, false)
+    }
+
+    /// The same, with every shape field that can have classes of its own
+    /// given them, however small the shape: the tests check that path on
+    /// rule sets small enough to check exhaustively.
+    pub fn compile_with_own_classes(rules: &[Rule]) -> Result<Compiled, String> {
+        Compiled::compile_as(rules, true)
+    }
+
+    fn compile_as(rules: &[Rule], own_always: bool) -> Result<Compiled, String> {
         let alternatives = || {
             rules
                 .iter()
@@ -179,77 +290,167 @@ impl Compiled {
             alternatives()
                 .flat_map(|(_, _, c)| [c.src, c.dst])
                 .flatten()
-                .map(|p| {
-                    let (g, s, e) = prefix_range(&p);
-                    (g, s, e, p)
-                }),
+                .map(addr_item),
         );
         let port_index = PrefixIndex::new(
             alternatives()
                 .flat_map(|(_, _, c)| [c.sport, c.dport])
                 .flatten()
                 .flat_map(PortRange::blocks)
-                .map(|(port, len)| {
-                    let (g, s, e) = block_range(port, len);
-                    (g, s, e, (port, len))
-                }),
+                .map(port_item),
         );
-        let addr_within = |p: &Prefix| -> Vec<u32> { addr_index.within(prefix_range(p)).collect() };
-        let port_within = |r: &PortRange| -> Vec<u32> {
-            let mut out: Vec<u32> = r
-                .blocks()
-                .iter()
-                .flat_map(|&(port, len)| {
-                    port_index
-                        .within(block_range(port, len))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            out.sort_unstable();
-            out.dedup();
-            out
-        };
-
-        let mut shapes: BTreeMap<u8, usize> = BTreeMap::new();
-        let mut entries: HashMap<ShapeKey, RuleRef> = HashMap::new();
-        for (rule, action, c) in alternatives() {
-            let shape = c.shape();
-            let order = shapes.len();
-            shapes.entry(shape).or_insert(order);
-            if shapes.len() > MAX_SHAPES {
-                return Err(format!(
-                    "the rules use more than {MAX_SHAPES} different combinations of fields; \
-                     netprobe matches at most {MAX_SHAPES}"
-                ));
+        // Shapes in the order of their first rule.
+        let mut shapes: Vec<u8> = Vec::new();
+        for (_, _, c) in alternatives() {
+            if !shapes.contains(&c.shape()) {
+                shapes.push(c.shape());
             }
-            let any = vec![0u32];
-            let src = c.src.as_ref().map_or_else(|| any.clone(), addr_within);
-            let dst = c.dst.as_ref().map_or_else(|| any.clone(), addr_within);
-            let sport = c.sport.as_ref().map_or_else(|| any.clone(), port_within);
-            let dport = c.dport.as_ref().map_or_else(|| any.clone(), port_within);
-            for &s in &src {
-                for &d in &dst {
-                    for &sp in &sport {
-                        for &dp in &dport {
-                            let key = ShapeKey {
-                                shape,
-                                l3: c.l3.unwrap_or(0),
-                                proto: c.proto.unwrap_or(0),
-                                src: s,
-                                dst: d,
-                                sport: sp,
-                                dport: dp,
-                            };
-                            // The first rule wins a shared key.
-                            entries.entry(key).or_insert(RuleRef {
-                                rule: rule as u32,
-                                action,
-                            });
-                            if entries.len() > MAX_ENTRIES {
-                                return Err(format!(
-                                    "the rules compile into more than {MAX_ENTRIES} table entries \
-                                     (many nested prefixes or wide port ranges); split or simplify them"
-                                ));
+        }
+        if shapes.len() > MAX_SHAPES {
+            return Err(format!(
+                "the rules use more than {MAX_SHAPES} different combinations of fields; \
+                 netprobe matches at most {MAX_SHAPES}"
+            ));
+        }
+        let (mut addr_rows, mut addr_column) = (Vec::new(), 0usize);
+        let (mut port_rows, mut port_column) = (Vec::new(), 0usize);
+        let mut protos: Vec<u8> = alternatives().filter_map(|(_, _, c)| c.proto).collect();
+        protos.sort_unstable();
+        protos.dedup();
+        let protos = protos.len();
+        let mut columns = Vec::new();
+        let mut class_counts = Vec::new();
+        let mut entries: HashMap<ShapeKey, RuleRef> = HashMap::new();
+        for &shape in &shapes {
+            let of_shape = || alternatives().filter(move |(_, _, c)| c.shape() == shape);
+            let keyed =
+                [SHAPE_SRC, SHAPE_DST, SHAPE_SPORT, SHAPE_DPORT].map(|bit| shape & bit != 0);
+            let own_addrs = |pick: fn(&Conjunction) -> Option<Prefix>| {
+                PrefixIndex::new(of_shape().filter_map(|(_, _, c)| pick(c)).map(addr_item))
+            };
+            let own_ports = |pick: fn(&Conjunction) -> Option<PortRange>| {
+                PrefixIndex::new(
+                    of_shape()
+                        .filter_map(|(_, _, c)| pick(c))
+                        .flat_map(PortRange::blocks)
+                        .map(port_item),
+                )
+            };
+            let (own_src, own_dst) = (own_addrs(|c| c.src), own_addrs(|c| c.dst));
+            let (own_sport, own_dport) = (own_ports(|c| c.sport), own_ports(|c| c.dport));
+            let global = [
+                addr_index.len(),
+                addr_index.len(),
+                port_index.len(),
+                port_index.len(),
+            ];
+            let own = [
+                own_src.len(),
+                own_dst.len(),
+                own_sport.len(),
+                own_dport.len(),
+            ];
+            let mut fixed = 1u64;
+            if shape & SHAPE_L3 != 0 {
+                fixed *= L3_VALUES;
+            }
+            if shape & SHAPE_PROTO != 0 {
+                fixed *= protos as u64 + 1;
+            }
+            let mut left = [COLUMNS - 1 - addr_column, COLUMNS - 1 - port_column];
+            let column_of = own_classes(fixed, keyed, global, own, &mut left, own_always);
+            let mut column = [0u8; 4];
+            for f in 0..4 {
+                if !column_of[f] {
+                    continue;
+                }
+                let (rows, next) = if f < 2 {
+                    (&mut addr_rows, &mut addr_column)
+                } else {
+                    (&mut port_rows, &mut port_column)
+                };
+                *next += 1;
+                column[f] = *next as u8;
+                match f {
+                    0 => addr_index.fill_column(&own_src, rows, *next),
+                    1 => addr_index.fill_column(&own_dst, rows, *next),
+                    2 => port_index.fill_column(&own_sport, rows, *next),
+                    _ => port_index.fill_column(&own_dport, rows, *next),
+                }
+            }
+            columns.push(column);
+            let counts = [0, 1, 2, 3].map(|f| if column[f] != 0 { own[f] } else { global[f] });
+            class_counts.push(counts);
+            let src = if column[0] != 0 {
+                &own_src
+            } else {
+                &addr_index
+            };
+            let dst = if column[1] != 0 {
+                &own_dst
+            } else {
+                &addr_index
+            };
+            let sport = if column[2] != 0 {
+                &own_sport
+            } else {
+                &port_index
+            };
+            let dport = if column[3] != 0 {
+                &own_dport
+            } else {
+                &port_index
+            };
+            let addr_within = |index: &PrefixIndex<Prefix>, p: &Prefix| -> Vec<u32> {
+                index.within(prefix_range(p)).collect()
+            };
+            let port_within = |index: &PrefixIndex<(u16, u8)>, r: &PortRange| -> Vec<u32> {
+                let mut out: Vec<u32> = r
+                    .blocks()
+                    .iter()
+                    .flat_map(|&(port, len)| {
+                        index.within(block_range(port, len)).collect::<Vec<_>>()
+                    })
+                    .collect();
+                out.sort_unstable();
+                out.dedup();
+                out
+            };
+            for (rule, action, c) in of_shape() {
+                let any = vec![0u32];
+                let srcs = c.src.map_or_else(|| any.clone(), |p| addr_within(src, &p));
+                let dsts = c.dst.map_or_else(|| any.clone(), |p| addr_within(dst, &p));
+                let sports = c
+                    .sport
+                    .map_or_else(|| any.clone(), |r| port_within(sport, &r));
+                let dports = c
+                    .dport
+                    .map_or_else(|| any.clone(), |r| port_within(dport, &r));
+                for &s in &srcs {
+                    for &d in &dsts {
+                        for &sp in &sports {
+                            for &dp in &dports {
+                                let key = ShapeKey {
+                                    shape,
+                                    l3: c.l3.unwrap_or(0),
+                                    proto: c.proto.unwrap_or(0),
+                                    src: s,
+                                    dst: d,
+                                    sport: sp,
+                                    dport: dp,
+                                };
+                                // The first rule wins a shared key.
+                                entries.entry(key).or_insert(RuleRef {
+                                    rule: rule as u32,
+                                    action,
+                                });
+                                if entries.len() > MAX_ENTRIES {
+                                    return Err(format!(
+                                        "the rules compile into more than {MAX_ENTRIES} table \
+                                         entries (many nested prefixes or wide port ranges); \
+                                         split or simplify them"
+                                    ));
+                                }
                             }
                         }
                     }
@@ -274,19 +475,20 @@ impl Compiled {
                 programs.len()
             ));
         }
-        let mut shape_order: Vec<(usize, u8)> = shapes.into_iter().map(|(s, o)| (o, s)).collect();
-        shape_order.sort();
         let addr_classes = addr_index.classes();
         Ok(Compiled {
             addr: AddrTables::build(&addr_classes)?,
             addr_classes,
             port_classes: port_classes(&port_index.classes()),
-            shapes: shape_order.into_iter().map(|(_, s)| s).collect(),
+            shapes,
             entries,
             programs,
+            columns,
+            addr_rows,
+            port_rows,
             ..Default::default()
         }
-        .with_dense_cells())
+        .with_dense_cells(&class_counts))
     }
 
     /// How `shape` is stored, if as dense cells.
@@ -296,8 +498,9 @@ impl Compiled {
     }
 
     /// Lays out as dense cells every shape whose classes combine into few
-    /// enough cells, and moves its entries there.
-    fn with_dense_cells(mut self) -> Compiled {
+    /// enough cells, and moves its entries there. `class_counts` are the
+    /// classes of each shape's src, dst, sport and dport.
+    fn with_dense_cells(mut self, class_counts: &[[usize; 4]]) -> Compiled {
         let mut protos: Vec<u8> = self
             .entries
             .keys()
@@ -311,10 +514,6 @@ impl Compiled {
             // At most 255 protocols: class 0 is "none".
             self.proto_class[usize::from(*p)] = i as u8 + 1;
         }
-        let addrs = self.addr_classes.len() as u64 + 1;
-        let ports = u64::from(self.port_classes.iter().copied().max().unwrap_or(0)) + 1;
-        // Values each field's class takes: l3, proto, src, dst, sport, dport.
-        let values = [4, protos.len() as u64 + 1, addrs, addrs, ports, ports];
         let bits = [
             SHAPE_L3,
             SHAPE_PROTO,
@@ -327,7 +526,12 @@ impl Compiled {
         self.dense = self
             .shapes
             .iter()
-            .map(|&shape| {
+            .zip(class_counts)
+            .map(|(&shape, counts)| {
+                // Values each field's class takes: l3, proto, src, dst,
+                // sport, dport.
+                let [src, dst, sport, dport] = counts.map(|n| n as u64 + 1);
+                let values = [L3_VALUES, protos.len() as u64 + 1, src, dst, sport, dport];
                 let mut stride = [0u32; 6];
                 let mut size = 1u64;
                 for f in 0..6 {
@@ -362,6 +566,16 @@ impl Compiled {
         self
     }
 
+    /// Bit f: some shape has classes of its own for field f (src, dst,
+    /// sport, dport).
+    pub fn row_fields(&self) -> u32 {
+        self.columns
+            .iter()
+            .flat_map(|c| c.iter().enumerate())
+            .filter(|(_, column)| **column != 0)
+            .fold(0, |acc, (f, _)| acc | 1 << f)
+    }
+
     /// What the BPF tables do, in Rust: the first table rule a packet with
     /// these fields matches (programs are not run here).
     pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
@@ -392,17 +606,36 @@ impl Compiled {
         };
         self.shapes
             .iter()
-            .filter(|&&shape| shape & !found == 0)
-            .filter_map(|&shape| {
+            .zip(&self.columns)
+            .filter(|(&shape, _)| shape & !found == 0)
+            .filter_map(|(&shape, columns)| {
                 let pick = |bit: u8| if shape & bit != 0 { value(bit) } else { 0 };
+                // The shape's own class of each field; none: no rule of
+                // the shape covers it.
+                let mut local = [SHAPE_SRC, SHAPE_DST, SHAPE_SPORT, SHAPE_DPORT].map(pick);
+                let rows = [
+                    &self.addr_rows,
+                    &self.addr_rows,
+                    &self.port_rows,
+                    &self.port_rows,
+                ];
+                for ((class, column), rows) in local.iter_mut().zip(columns).zip(rows) {
+                    if *column != 0 {
+                        *class = rows[*class as usize][usize::from(*column)];
+                        if *class == 0 {
+                            return None;
+                        }
+                    }
+                }
+                let [src, dst, sport, dport] = local;
                 let key = ShapeKey {
                     shape,
                     l3: pick(SHAPE_L3) as u8,
                     proto: pick(SHAPE_PROTO) as u8,
-                    src: pick(SHAPE_SRC),
-                    dst: pick(SHAPE_DST),
-                    sport: pick(SHAPE_SPORT),
-                    dport: pick(SHAPE_DPORT),
+                    src,
+                    dst,
+                    sport,
+                    dport,
                 };
                 match self.dense_of(shape) {
                     Some(d) => {

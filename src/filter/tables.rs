@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
-use super::compile::{Compiled, MAX_PROGRAMS, MAX_SHAPES};
+use super::compile::{Compiled, COLUMNS, MAX_PROGRAMS, MAX_SHAPES};
 use super::model::Rule;
 use super::pcap::{Insn, MAX_INSNS};
 use crate::kernel::counters::{sum_percpu, Counter};
@@ -36,6 +36,10 @@ struct AddrSlot {
     longer: u32,
     block: u32,
 }
+
+/// `row_fields` with every field, and with the ports.
+const ALL_ROW_FIELDS: u32 = 0xf;
+const PORT_ROW_FIELDS: u32 = 0xc;
 
 /// Ports per generation in the `port_class` array (`NP_PORTS`).
 pub const PORTS: u32 = 1 << 16;
@@ -73,6 +77,7 @@ struct RulesConfig {
     shape: [u8; MAX_SHAPES],
     dense_base: [u32; MAX_SHAPES],
     stride: [[u32; 6]; MAX_SHAPES],
+    column: [[u8; 4]; MAX_SHAPES],
     proto_class: [u8; 256],
     addr_len: [[u8; MAX_LENS]; 2],
     addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
@@ -80,6 +85,11 @@ struct RulesConfig {
 
 /// `NP_NOT_DENSE`.
 const NOT_DENSE: u32 = u32::MAX;
+
+/// `struct np_class_row`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ClassRow([u32; COLUMNS]);
 
 /// `struct np_program`.
 #[repr(C)]
@@ -99,6 +109,7 @@ unsafe impl plain::Plain for ShapeKey {}
 unsafe impl plain::Plain for RuleRef {}
 unsafe impl plain::Plain for RulesConfig {}
 unsafe impl plain::Plain for Program {}
+unsafe impl plain::Plain for ClassRow {}
 
 const _: () = {
     use crate::skel::xdp::types;
@@ -109,6 +120,7 @@ const _: () = {
     assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
     assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
     assert!(size_of::<Program>() == size_of::<types::np_program>());
+    assert!(size_of::<ClassRow>() == size_of::<types::np_class_row>());
 };
 
 /// Writes `zero` (an array map's empty value) at each of `indices`.
@@ -137,6 +149,8 @@ pub struct RuleTables<'a, M: MapCore> {
     pub rule_stats: &'a M,
     pub programs: &'a M,
     pub dense_cells: &'a M,
+    pub addr_rows: &'a M,
+    pub port_rows: &'a M,
 }
 
 /// The rule tables of any loaded skeleton whose program includes `rules.h`.
@@ -154,12 +168,14 @@ macro_rules! rule_tables {
             rule_stats: &$skel.maps.rule_stats,
             programs: &$skel.maps.programs,
             dense_cells: &$skel.maps.dense_cells,
+            addr_rows: &$skel.maps.addr_rows,
+            port_rows: &$skel.maps.port_rows,
         }
     };
 }
 
 /// Sizes the rule tables of an open skeleton, before load; its program's
-/// `max_rules`, `max_programs`, `max_cells` and `max_blocks` must be set
+/// `max_rules`, `max_programs`, `max_cells`, `max_blocks`, `max_addr_rows` and `row_fields` must be set
 /// to the capacity's too.
 #[macro_export]
 macro_rules! size_rule_tables {
@@ -167,6 +183,14 @@ macro_rules! size_rule_tables {
         let cap: $crate::filter::tables::Capacity = $capacity;
         $maps.programs.set_max_entries(2 * cap.programs)?;
         $maps.dense_cells.set_max_entries(2 * cap.cells)?;
+        $maps
+            .addr_rows
+            .set_max_entries((2 * cap.addr_rows).max(1))?;
+        $maps.port_rows.set_max_entries(if cap.port_rows() {
+            2 * $crate::filter::tables::PORTS
+        } else {
+            1
+        })?;
         $maps.addr_prefixes.set_max_entries(cap.entries)?;
         // A program loaded without rules needs no port or slot table.
         let none = cap == $crate::filter::tables::Capacity::NONE;
@@ -201,6 +225,12 @@ pub struct Capacity {
     pub cells: u32,
     /// IPv4 address blocks per generation.
     pub blocks: u32,
+    /// Rows of shape classes per generation, by address class (those by
+    /// port are one per port, where `row_fields` has a port).
+    pub addr_rows: u32,
+    /// Bit f: field f (src, dst, sport, dport) may have shape classes, and
+    /// the program looks its row up (`row_fields`).
+    pub row_fields: u32,
 }
 
 impl Capacity {
@@ -223,6 +253,14 @@ impl Capacity {
             blocks: (compiled.addr.blocks.len() * grow)
                 .max(if reloadable { 64 } else { 1 })
                 .min(SLOTS as usize) as u32,
+            addr_rows: (compiled.addr_rows.len() * grow).max(floor) as u32,
+            // The program looks up rows only for the fields that need
+            // them; a reloaded rule set may need any.
+            row_fields: if reloadable {
+                ALL_ROW_FIELDS
+            } else {
+                compiled.row_fields()
+            },
         }
     }
 
@@ -233,7 +271,14 @@ impl Capacity {
         programs: 1,
         cells: 1,
         blocks: 1,
+        addr_rows: 0,
+        row_fields: 0,
     };
+
+    /// Whether the program reads port classes from rows by port.
+    pub fn port_rows(&self) -> bool {
+        self.row_fields & PORT_ROW_FIELDS != 0
+    }
 }
 
 /// What one generation holds, to clear it before it is reused.
@@ -248,6 +293,9 @@ struct Generation {
     ports: Vec<u32>,
     /// Dense cells holding a rule, likewise.
     cells: Vec<u32>,
+    /// Rows of shape classes written, likewise.
+    addr_rows: Vec<u32>,
+    port_rows: Vec<u32>,
     shape_keys: Vec<ShapeKey>,
     rules: usize,
 }
@@ -290,6 +338,8 @@ impl RuleState {
             || compiled.programs.len() > cap.programs as usize
             || compiled.cell_count > cap.cells
             || compiled.addr.blocks.len() > cap.blocks as usize
+            || compiled.addr_rows.len() > cap.addr_rows as usize
+            || compiled.row_fields() & !cap.row_fields != 0
         {
             bail!(
                 "the new rule set ({} rules, {} table entries) does not fit the tables netprobe \
@@ -397,6 +447,35 @@ impl RuleState {
                 .context("writing the dense cells")?;
             written.cells.push(index);
         }
+        for (class, row) in compiled.addr_rows.iter().enumerate() {
+            if row.iter().all(|c| *c == 0) {
+                continue;
+            }
+            let index = u32::from(gen) * cap.addr_rows + class as u32;
+            maps.addr_rows
+                .update(&index.to_ne_bytes(), bytes(&ClassRow(*row)), MapFlags::ANY)
+                .context("writing the shape classes of addresses")?;
+            written.addr_rows.push(index);
+        }
+        if cap.port_rows() {
+            // By port: column 0 is the port's class, as in port_class.
+            for (port, class) in compiled.port_classes.iter().enumerate() {
+                if *class == 0 {
+                    continue;
+                }
+                let mut row = compiled
+                    .port_rows
+                    .get(*class as usize)
+                    .copied()
+                    .unwrap_or_default();
+                row[0] = *class;
+                let index = u32::from(gen) * PORTS + port as u32;
+                maps.port_rows
+                    .update(&index.to_ne_bytes(), bytes(&ClassRow(row)), MapFlags::ANY)
+                    .context("writing the shape classes of ports")?;
+                written.port_rows.push(index);
+            }
+        }
         let mut config = RulesConfig {
             n_shapes: compiled.shapes.len() as u32,
             fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
@@ -405,6 +484,7 @@ impl RuleState {
             shape: [0; MAX_SHAPES],
             dense_base: [NOT_DENSE; MAX_SHAPES],
             stride: [[0; 6]; MAX_SHAPES],
+            column: [[0; 4]; MAX_SHAPES],
             proto_class: [0; 256],
             addr_len: [[0; MAX_LENS]; 2],
             addr_mask: [[[[0; 4]; 4]; MAX_LENS]; 2],
@@ -422,6 +502,7 @@ impl RuleState {
                 config.stride[i] = d.stride;
             }
         }
+        config.column[..compiled.columns.len()].copy_from_slice(&compiled.columns);
         if !compiled.proto_class.is_empty() {
             config.proto_class.copy_from_slice(&compiled.proto_class);
         }
@@ -467,6 +548,19 @@ impl RuleState {
             &old.cells,
             bytes(&RuleRef::default()),
             "dense cells",
+        )?;
+        let empty_row = ClassRow([0; COLUMNS]);
+        zero_entries(
+            maps.addr_rows,
+            &old.addr_rows,
+            bytes(&empty_row),
+            "shape classes",
+        )?;
+        zero_entries(
+            maps.port_rows,
+            &old.port_rows,
+            bytes(&empty_row),
+            "shape classes",
         )?;
         zero_entries(
             maps.port_class,

@@ -365,7 +365,12 @@ fn compiled_tables_match_like_the_rules_say() {
             .filter_map(|_| parse(&random_rule(&mut rng), Action::Drop).ok())
             .filter(|r| r.program.is_none())
             .collect();
-        let compiled = Compiled::compile(&rules).unwrap();
+        let compiled = if round % 2 == 0 {
+            Compiled::compile(&rules)
+        } else {
+            Compiled::compile_with_own_classes(&rules)
+        }
+        .unwrap();
         for _ in 0..200 {
             let p = random_packet(&mut rng);
             let want = rules
@@ -404,6 +409,64 @@ fn ten_thousand_rules_compile_to_one_shape() {
     // every host in the hash.
     assert_eq!(compiled.addr.blocks.len(), 1);
     assert_eq!(compiled.addr.long.len(), 10_000);
+}
+
+#[test]
+fn mixed_shapes_stay_dense_with_classes_of_their_own() {
+    let rules: Vec<Rule> = (0..10_000u32)
+        .map(|i| {
+            drop_rule(&match i % 3 {
+                0 => format!(
+                    "src net 10.{}.{}.0/24 and udp and dst port 9",
+                    i / 256,
+                    i % 256
+                ),
+                1 => format!("dst host 172.16.{}.{} and tcp", i / 256, i % 256),
+                _ => format!("udp and dst port {}", 10_000 + i),
+            })
+        })
+        .collect();
+    let compiled = Compiled::compile(&rules).unwrap();
+    assert_eq!(compiled.shapes.len(), 3);
+    // With the rule set's classes, the first shape would need 6,668
+    // addresses x 3,335 ports x 3 protocols = 66M cells; with its own one
+    // port class, 40,008 cells.
+    assert!(compiled.dense.iter().all(Option::is_some));
+    assert!(compiled.entries.is_empty());
+    assert_eq!(compiled.columns[0], [0, 0, 0, 1]);
+    assert_eq!(compiled.columns[1..], [[0; 4], [0; 4]]);
+    assert_eq!(compiled.row_fields(), 1 << 3);
+    assert!(compiled.addr_rows.is_empty());
+}
+
+#[test]
+fn a_large_shape_keys_the_field_that_shrinks_it_most_by_its_own_classes() {
+    // The set of the kernel matrix's rules-file scenario.
+    let mut rules: Vec<Rule> = (0..3000u32)
+        .map(|i| {
+            drop_rule(&format!(
+                "src net 10.{}.{}.0/24 and icmp and dst host 198.18.0.9",
+                i / 256,
+                i % 256
+            ))
+        })
+        .collect();
+    rules.push(drop_rule(
+        "src host 198.18.0.1 and icmp and dst host 198.18.0.2",
+    ));
+    let compiled = Compiled::compile(&rules).unwrap();
+    assert_eq!(compiled.columns, [[0, 1, 0, 0]]);
+    assert_eq!(compiled.addr_rows.len(), 3004);
+    assert!(compiled.dense[0].is_some());
+    let p = PacketFields {
+        l3: Some(L3_IPV4),
+        proto: Some(PROTO_ICMP),
+        family: 4,
+        saddr: Some(Prefix::host("198.18.0.1".parse().unwrap()).addr),
+        daddr: Some(Prefix::host("198.18.0.2".parse().unwrap()).addr),
+        ..Default::default()
+    };
+    assert_eq!(compiled.lookup(&p).unwrap().rule, 3000);
 }
 
 #[test]

@@ -265,6 +265,28 @@ else
 	bad xdp-drop "did not attach: $(cat "$WORK/err")"
 fi
 
+# 5a. A reloadable rules file whose shape is too large for the rule set's
+# classes (3,003 addresses squared): its destinations get classes of their
+# own, read from a row per address (rules.h, np_addr_columns). The last
+# rule takes the N echo requests.
+RULE="src host 198.18.0.1 and icmp and dst host 198.18.0.2"
+awk 'BEGIN { for (i = 0; i < 3000; i++) printf "src net 10.%d.%d.0/24 and icmp and dst host 198.18.0.9\n", i / 256, i % 256 }' >"$WORK/rules"
+echo "$RULE" >>"$WORK/rules"
+if ! $IP netns exec $B true 2>/dev/null; then
+	bad xdp-rules-file "no test network"
+elif start $IP netns exec $B "$NP" xdp vb --rules-file "$WORK/rules" --json --interval 200ms; then
+	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
+	stop
+	if final | grep -q "\"drop\":{\"packets\":$N,\"bytes\":$((N * 98))}" &&
+		final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
+		ok "xdp-rules-file: $N echo requests dropped by the last of 3,001 rules, its shape keyed by classes of its own"
+	else
+		bad xdp-rules-file "$(final | cut -c1-600)"
+	fi
+else
+	bad xdp-rules-file "did not attach: $(cat "$WORK/err")"
+fi
+
 # 5b. A rule the tables cannot hold runs as libpcap's program in the
 # kernel's classic BPF interpreter (cbpf.h: bpf_loop, bpf_xdp_load_bytes);
 # the socket filter runs the same on its copy of the frame.
