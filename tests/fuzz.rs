@@ -17,9 +17,10 @@ use etherparse::{
     SingleVlanHeader, TcpHeaderSlice, UdpHeaderSlice,
 };
 use libbpf_rs::ProgramInput;
+use netprobe::filter::capacity::Capacity;
 use netprobe::filter::model::Rule;
 use netprobe::filter::pcap::{self, Insn};
-use netprobe::filter::tables::{Capacity, RuleState};
+use netprobe::filter::tables::RuleState;
 use netprobe::filter::{parse, Action, Compiled};
 use netprobe::kernel::counters::{Stats, PROTOCOLS};
 use netprobe::skel::xdp::XdpSkel;

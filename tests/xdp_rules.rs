@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::frames::*;
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
-use netprobe::filter::tables::{Capacity, RuleState};
+use netprobe::filter::capacity::Capacity;
+use netprobe::filter::tables::RuleState;
 use netprobe::filter::{self, Action, Compiled, Rule};
 use netprobe::kernel::counters::Counter;
 use netprobe::skel::xdp::XdpSkel;

@@ -446,28 +446,19 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 		if (i >= cfg->n_shapes)
 			break;
 		shape = cfg->shape[i];
-		if (!row_fields) {
-			/* Every shape is keyed by the rule set's classes. */
-			if (shape & ~fp->found)
-				continue;
-			src = fp->class[0][0];
-			dst = fp->class[1][0];
-			sport = fp->class[2][0];
-			dport = fp->class[3][0];
-		} else {
-			/* The shape's classes; 0 for a field it keys on means
-			 * no rule of the shape covers it: no match. Columns of
-			 * a field the frame lacks are stale, and `found`
-			 * masks them. */
-			src = fp->class[0][column[0] & (NP_COLUMNS - 1)];
-			dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
-			sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
-			dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
-			if (shape & ~(fp->found & (NP_SHAPE_L3 | NP_SHAPE_PROTO |
-						   np_nonzero(src) << 2 | np_nonzero(dst) << 3 |
-						   np_nonzero(sport) << 4 | np_nonzero(dport) << 5)))
-				continue;
-		}
+		/* The shape's classes; 0 for a field it keys on means no rule
+		 * of the shape covers it: no match. Columns of a field the
+		 * frame lacks are stale, and `found` masks them. One path for
+		 * rule sets with rows and without: a branch on row_fields here
+		 * made the verifier take twice as many states. */
+		src = fp->class[0][column[0] & (NP_COLUMNS - 1)];
+		dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
+		sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
+		dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
+		if (shape & ~(fp->found & (NP_SHAPE_L3 | NP_SHAPE_PROTO | np_nonzero(src) << 2 |
+					   np_nonzero(dst) << 3 | np_nonzero(sport) << 4 |
+					   np_nonzero(dport) << 5)))
+			continue;
 		if (cfg->dense_base[i] != NP_NOT_DENSE) {
 			const __u32 *st = cfg->stride[i];
 			__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->l3 * st[0] +

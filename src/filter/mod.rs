@@ -20,6 +20,8 @@
 //! cost per packet grows with the number of distinct shapes (at most
 //! [`compile::MAX_SHAPES`]), not with the number of rules.
 pub mod addr;
+pub mod capacity;
+pub mod classes;
 pub mod compile;
 pub mod grammar;
 pub mod model;

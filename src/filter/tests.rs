@@ -1,4 +1,5 @@
 //! The rule language against its plain meaning.
+use super::classes::block_range;
 use super::compile::*;
 use super::grammar::*;
 use super::model::*;

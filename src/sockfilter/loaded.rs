@@ -12,7 +12,8 @@ use super::program::{load, read_stats, rule_tables, LoadOptions, FILTERED, PASSE
 use super::sink::Sink;
 use crate::capture::write::CaptureFile;
 use crate::cli::SockfilterArgs;
-use crate::filter::tables::{Capacity, RuleState};
+use crate::filter::capacity::Capacity;
+use crate::filter::tables::RuleState;
 use crate::filter::{self, Action, Rule};
 use crate::kernel::counters::Stats;
 use crate::report::{self, CaptureCounts, Snapshot};

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapMut, OpenObject};
 
-use crate::filter::tables::{Capacity, RuleTables};
+use crate::filter::capacity::Capacity;
+use crate::filter::tables::RuleTables;
 use crate::kernel::counters::{read_percpu, Stats};
 use crate::skel::sockfilter::{SockfilterSkel, SockfilterSkelBuilder};
 

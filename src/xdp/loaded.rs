@@ -12,7 +12,8 @@ use super::program::{addr_key, load, read_stats, rule_tables, top_sources, LoadO
 use super::rule_sources::RuleSources;
 use crate::cli::XdpArgs;
 use crate::error::UsageError;
-use crate::filter::tables::{Capacity, RuleState};
+use crate::filter::capacity::Capacity;
+use crate::filter::tables::RuleState;
 use crate::filter::{self, Action, Compiled, Rule};
 use crate::kernel::counters::{Stats, VERDICT_DISPLAY_ORDER, VERDICT_NAMES};
 use crate::kernel::netdev;

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapMut, OpenObject, ProgramMut};
 
-use crate::filter::tables::{Capacity, RuleTables};
+use crate::filter::capacity::Capacity;
+use crate::filter::tables::RuleTables;
 use crate::kernel::counters::{read_percpu, sum_percpu, Counter, Stats};
 use crate::report::SourceHits;
 use crate::skel::xdp::{XdpSkel, XdpSkelBuilder};

@@ -247,23 +247,31 @@ else
 	bad xdp-veth "did not attach: $(cat "$WORK/err")"
 fi
 
+# Attaches netprobe xdp to vb with the rule arguments after NAME and WHAT,
+# pings N times, and checks that RULE dropped exactly the N echo requests.
+expect_dropped() {
+	name=$1 what=$2
+	shift 2
+	if ! $IP netns exec $B true 2>/dev/null; then
+		bad "$name" "no test network"
+	elif start $IP netns exec $B "$NP" xdp vb "$@" --json --interval 200ms; then
+		$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
+		stop
+		if final | grep -q "\"drop\":{\"packets\":$N,\"bytes\":$((N * 98))}" &&
+			final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
+			ok "$name: $what"
+		else
+			bad "$name" "$(final | cut -c1-600)"
+		fi
+	else
+		bad "$name" "did not attach: $(cat "$WORK/err")"
+	fi
+}
+
 # 5. The program with actions (rule matcher, devmap, LRU hash) on the same
 # pair: a drop rule takes exactly the N echo requests, which go unanswered.
 RULE="icmp and dst host 198.18.0.2"
-if ! $IP netns exec $B true 2>/dev/null; then
-	bad xdp-drop "no test network"
-elif start $IP netns exec $B "$NP" xdp vb --drop "$RULE" --json --interval 200ms; then
-	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
-	stop
-	if final | grep -q "\"drop\":{\"packets\":$N,\"bytes\":$((N * 98))}" &&
-		final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
-		ok "xdp-drop: $N echo requests dropped by rule, $N rule hits"
-	else
-		bad xdp-drop "$(final)"
-	fi
-else
-	bad xdp-drop "did not attach: $(cat "$WORK/err")"
-fi
+expect_dropped xdp-drop "$N echo requests dropped by rule, $N rule hits" --drop "$RULE"
 
 # 5a. A reloadable rules file whose shape is too large for the rule set's
 # classes (3,003 addresses squared): its destinations get classes of their
@@ -272,20 +280,7 @@ fi
 RULE="src host 198.18.0.1 and icmp and dst host 198.18.0.2"
 awk 'BEGIN { for (i = 0; i < 3000; i++) printf "src net 10.%d.%d.0/24 and icmp and dst host 198.18.0.9\n", i / 256, i % 256 }' >"$WORK/rules"
 echo "$RULE" >>"$WORK/rules"
-if ! $IP netns exec $B true 2>/dev/null; then
-	bad xdp-rules-file "no test network"
-elif start $IP netns exec $B "$NP" xdp vb --rules-file "$WORK/rules" --json --interval 200ms; then
-	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >/dev/null 2>&1
-	stop
-	if final | grep -q "\"drop\":{\"packets\":$N,\"bytes\":$((N * 98))}" &&
-		final | grep -q "\"rule\":\"$RULE\",\"action\":\"drop\",\"packets\":$N,"; then
-		ok "xdp-rules-file: $N echo requests dropped by the last of 3,001 rules, its shape keyed by classes of its own"
-	else
-		bad xdp-rules-file "$(final | cut -c1-600)"
-	fi
-else
-	bad xdp-rules-file "did not attach: $(cat "$WORK/err")"
-fi
+expect_dropped xdp-rules-file "$N echo requests dropped by the last of 3,001 rules, its shape keyed by classes of its own" --rules-file "$WORK/rules"
 
 # 5b. A rule the tables cannot hold runs as libpcap's program in the
 # kernel's classic BPF interpreter (cbpf.h: bpf_loop, bpf_xdp_load_bytes);
@@ -318,13 +313,14 @@ else
 	bad sockfilter-program "did not attach: $(cat "$WORK/err")"
 fi
 
-# 6. The action code a drop rule leaves out (the verifier prunes what the
-# load-time settings switch off): --reply and --top, in skb mode, with B's
-# own echo replies off, so every reply ping gets comes from XDP_TX.
+# 6. The whole action program (xdp_np_actions: rules, --reply, --top at
+# once, the most each kernel's verifier is asked to check), in skb mode,
+# with a drop rule that takes none of the echo requests and B's own echo
+# replies off, so every reply ping gets comes from XDP_TX.
 $IP netns exec $B sh -c 'echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all'
 if ! $IP netns exec $B true 2>/dev/null; then
 	bad xdp-reply "no test network"
-elif start $IP netns exec $B "$NP" xdp vb --mode skb --reply icmp --top 3 --json --interval 200ms; then
+elif start $IP netns exec $B "$NP" xdp vb --mode skb --reply icmp --top 3 --drop "udp and dst port 9" --json --interval 200ms; then
 	$IP netns exec $A ping -c $N -i 0.2 -W 1 -q 198.18.0.2 >"$WORK/ping" 2>&1
 	stop
 	if grep -Eq " $N (packets )?received" "$WORK/ping" &&
