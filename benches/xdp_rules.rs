@@ -118,14 +118,8 @@ impl DeployedXdpFilter {
     fn new(n: u32) -> DeployedXdpFilter {
         let net = Pair::quiet();
         let xdp_dir_existed = std::path::Path::new(LIBXDP_PIN_DIR).exists();
-        // nsenter keeps the host's /sys/fs/bpf, where xdp-filter pins its maps.
         let xdp_filter = |args: &[&str]| {
-            let out = std::process::Command::new("nsenter")
-                .arg(format!("--net=/run/netns/{}", net.a.name))
-                .arg("xdp-filter")
-                .args(args)
-                .output()
-                .expect("running xdp-filter (package xdp-tools)");
+            let out = xdp_filter_in(&net, args);
             assert!(
                 out.status.success(),
                 "xdp-filter {args:?}: {}",
@@ -178,12 +172,20 @@ impl DeployedXdpFilter {
     }
 }
 
+/// Runs xdp-filter with `args` in namespace A of `net`. nsenter keeps the
+/// host's /sys/fs/bpf, where xdp-filter pins its maps.
+fn xdp_filter_in(net: &Pair, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.a.name))
+        .arg("xdp-filter")
+        .args(args)
+        .output()
+        .expect("running xdp-filter (package xdp-tools)")
+}
+
 impl Drop for DeployedXdpFilter {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.net.a.name))
-            .args(["xdp-filter", "unload", &self.net.a_if])
-            .status();
+        xdp_filter_in(&self.net, &["unload", &self.net.a_if]);
         if !self.xdp_dir_existed {
             // libxdp's directory, if it made it and left it empty.
             let _ = std::fs::remove_dir(LIBXDP_PIN_DIR);
