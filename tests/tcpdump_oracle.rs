@@ -89,6 +89,15 @@ const EXPRESSIONS: &[&str] = &[
     "ip6 and tcp",
     "ip6 and not tcp",
     "host 198.18.0.1 and port 53",
+    // `or` the tables hold: terms that read the same fields.
+    "src host 198.18.0.1 or 198.18.0.2",
+    "dst host 198.18.0.2 or 2001:2::2",
+    "tcp dst port 80 or 443",
+    "(tcp or udp) and dst port 53",
+    "udp src port 53 or 1024 || 5353",
+    "ip6 dst net 2001:db8::/32 or 2001:2::/32",
+    "sctp or udp || tcp",
+    "ip or ip6",
     // Link layer.
     "ether host 02:00:00:00:00:0a",
     "ether src 02:00:00:00:00:0a",

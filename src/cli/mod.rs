@@ -214,8 +214,9 @@ Rules (--drop, --rules-file, --match) are tcpdump's filter expressions (pcap-fil
 matching what tcpdump matches:
   not port 22                        host 198.18.0.1 or host 10.1.2.3
   tcp[tcpflags] & tcp-syn != 0       vlan 10 and udp dst port 53
-Rules made only of these, joined by 'and' ('&&'), compile into tables whose cost does not
-grow with the number of rules:
+Rules made only of these, joined by 'and' ('&&'), or by 'or' ('||') where every term reads
+the same fields ('src host A or B', '(tcp or udp) and dst port 53'), compile into tables
+whose cost does not grow with the number of rules:
   tcp | udp | sctp | icmp | icmp6 | igmp | gre | esp | ah | arp | rarp | ip | ip6 | [ip|ip6] proto N
   [ip|ip6|arp|rarp] [src|dst] host ADDR | [ip|ip6|arp|rarp] [src|dst] net CIDR
   [tcp|udp|sctp] [src|dst] port N | [tcp|udp|sctp] [src|dst] portrange N-M

@@ -23,18 +23,23 @@ pub mod addr;
 pub mod capacity;
 pub mod classes;
 pub mod compile;
+pub mod field_rules;
 pub mod grammar;
+#[cfg(test)]
+mod grammar_tests;
 pub mod model;
 pub mod pcap;
 pub mod rules_file;
 pub mod tables;
 #[cfg(test)]
 mod tests;
+pub mod words;
 
 pub use compile::Compiled;
-pub use grammar::{parse, RuleError};
+pub use grammar::parse;
 pub use model::{Action, Rule};
 pub use rules_file::{parse_file, RulesFile, NO_RULES};
+pub use words::RuleError;
 
 use crate::error::UsageError;
 

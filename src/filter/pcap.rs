@@ -91,6 +91,18 @@ pub fn available() -> bool {
 /// Compiles `expr` as tcpdump does for an Ethernet capture (optimized).
 /// `Err` is libpcap's message, or [`MISSING`].
 pub fn compile(expr: &str) -> Result<Vec<Insn>, String> {
+    compile_as(expr, true)
+}
+
+/// Compiles `expr` as `tcpdump -O` does, without libpcap's optimizer: the
+/// expression's plain meaning, where the optimizer gets one wrong (it calls
+/// `dst net 2001:db8::/127 and dst net 2001:db8::/127` one that rejects
+/// all packets).
+pub fn compile_unoptimized(expr: &str) -> Result<Vec<Insn>, String> {
+    compile_as(expr, false)
+}
+
+fn compile_as(expr: &str, optimize: bool) -> Result<Vec<Insn>, String> {
     // Old libpcaps compile through global state.
     static LOCK: Mutex<()> = Mutex::new(());
     let lib = library().ok_or_else(|| MISSING.to_string())?;
@@ -107,7 +119,14 @@ pub fn compile(expr: &str) -> Result<Vec<Insn>, String> {
             len: 0,
             insns: std::ptr::null_mut(),
         };
-        let result = if (lib.compile)(pcap, &mut prog, text.as_ptr(), 1, NETMASK) != 0 {
+        let result = if (lib.compile)(
+            pcap,
+            &mut prog,
+            text.as_ptr(),
+            c_int::from(optimize),
+            NETMASK,
+        ) != 0
+        {
             let msg = CStr::from_ptr((lib.geterr)(pcap)).to_string_lossy();
             Err(msg
                 .trim_start_matches("syntax error in filter expression: ")

@@ -220,22 +220,49 @@ impl RuleState {
         };
         let other = &self.generations[usize::from(1 - gen)];
         let cap = self.capacity;
-        if rules.len() > cap.rules as usize
-            || compiled.entries.len() + other.shape_keys.len() > cap.entries as usize
-            || compiled.addr.long.len() + other.addr_keys.len() > cap.entries as usize
-            || compiled.programs.len() > cap.programs as usize
-            || compiled.cell_count > cap.cells
-            || compiled.addr.blocks.len() > cap.blocks as usize
-            || compiled.addr_rows.len() > cap.addr_rows as usize
-            || compiled.row_fields() & !cap.row_fields != 0
-        {
+        let needs = [
+            ("rules", rules.len(), cap.rules as usize),
+            (
+                "shape table entries",
+                compiled.entries.len() + other.shape_keys.len(),
+                cap.entries as usize,
+            ),
+            (
+                "address table entries",
+                compiled.addr.long.len() + other.addr_keys.len(),
+                cap.entries as usize,
+            ),
+            (
+                "libpcap programs",
+                compiled.programs.len(),
+                cap.programs as usize,
+            ),
+            (
+                "dense cells",
+                compiled.cell_count as usize,
+                cap.cells as usize,
+            ),
+            (
+                "IPv4 address blocks",
+                compiled.addr.blocks.len(),
+                cap.blocks as usize,
+            ),
+            (
+                "rows of shape classes",
+                compiled.addr_rows.len(),
+                cap.addr_rows as usize,
+            ),
+            (
+                "fields keyed by shape classes the program was loaded without",
+                (compiled.row_fields() & !cap.row_fields).count_ones() as usize,
+                0,
+            ),
+        ];
+        if let Some((what, need, room)) = needs.iter().find(|(_, need, room)| need > room) {
             bail!(
-                "the new rule set ({} rules, {} table entries) does not fit the tables netprobe \
-                 started with ({} rules, {} entries); restart netprobe to load it",
-                rules.len(),
-                compiled.entries.len(),
-                cap.rules,
-                cap.entries / 2
+                "the new rule set ({} rules) needs {need} {what}, and the tables netprobe \
+                 started with hold {room}; restart netprobe to load it",
+                rules.len()
             );
         }
         self.clear(maps, gen)?;
