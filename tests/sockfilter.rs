@@ -426,3 +426,125 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Sends `bytes` of 'A' over TCP from A (198.18.0.1) to B (198.18.0.2).
+fn tcp_stream(net: &Pair, bytes: usize) {
+    let in_ns = |ns: &str| {
+        let file = fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    };
+    let listener = {
+        let ns = net.b.name.clone();
+        std::thread::spawn(move || {
+            in_ns(&ns);
+            std::net::TcpListener::bind("198.18.0.2:5001").expect("listening on B")
+        })
+        .join()
+        .unwrap()
+    };
+    let receiver = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accepting on B");
+        std::io::copy(&mut conn, &mut std::io::sink()).expect("reading on B")
+    });
+    let ns = net.a.name.clone();
+    std::thread::spawn(move || {
+        in_ns(&ns);
+        let mut conn = std::net::TcpStream::connect("198.18.0.2:5001").expect("connecting from A");
+        std::io::Write::write_all(&mut conn, &vec![b'A'; bytes]).expect("sending from A");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(receiver.join().unwrap(), bytes as u64);
+}
+
+/// A frame longer than the copy the rules read (a GSO or GRO buffer, up to
+/// 64 KiB) is read as far as it goes, as tcpdump's filter reads it: a TCP
+/// stream of 'A's over the veth pair reaches B in frames of more than
+/// 20,000 bytes, and a test of their data 20,000 bytes into the TCP header
+/// matches exactly the frames tcpdump's matches, in the socket filter and
+/// in generic XDP (which sees the buffer whole).
+#[test]
+fn packet_data_past_the_copy_matches_as_tcpdump_matches_it() {
+    common::require_root();
+    let expr = "tcp and greater 20000 and tcp[20000:4] = 0x41414141";
+    for hook in [
+        &["sockfilter", "--filter", expr][..],
+        &["xdp", "--mode", "skb", "--dry-run", "--drop", expr][..],
+    ] {
+        let net = Pair::addressed();
+        let dir = common::TempDir::new("long");
+        let mut args = vec![hook[0], "-i", &net.b_if];
+        if hook[0] == "xdp" {
+            args.pop();
+            args.pop();
+            args.push(&net.b_if);
+        }
+        args.extend(&hook[1..]);
+        args.extend(["--json", "--interval", "100ms"]);
+        let np = Running::start(Some(&net.b.name), &args);
+        let tcpdump = Running::start_tool(
+            &net.b.name,
+            &[
+                "tcpdump",
+                "-Z",
+                "root",
+                "-n",
+                "-i",
+                &net.b_if,
+                "-w",
+                &dir.path("tcpdump.pcap"),
+                expr,
+            ],
+            "listening on",
+        );
+        tcp_stream(&net, 4 << 20);
+        std::thread::sleep(Duration::from_millis(400));
+        let tcpdump = tcpdump.finish_after(Signal::SIGINT);
+        // What its filter passed, whether or not its ring had room for it.
+        let want: u64 = tcpdump
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets received by filter"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("tcpdump's count: {}", tcpdump.stderr));
+        let (code, last) = np.stop(Signal::SIGINT);
+        assert_eq!(code, Some(0));
+        assert!(
+            want > 0,
+            "no frame of more than 20,000 bytes reached B: {}",
+            tcpdump.stderr
+        );
+        let last = last.unwrap();
+        assert_eq!(last["rules"][0]["packets"], want, "{}: {last}", hook[0]);
+    }
+}
+
+/// A filter larger than the kernel lets a socket have (net.core.optmem_max,
+/// 20,480 bytes by default on Linux 6.1) is one line that names the setting.
+#[test]
+fn a_filter_over_the_socket_memory_limit_names_the_setting() {
+    common::require_root();
+    let ns = Netns::new();
+    ns.sh(&["sysctl", "-q", "-w", "net.core.optmem_max=4096"]);
+    ns.sh(&["ip", "link", "set", "lo", "up"]);
+    let out = run(
+        Some(&ns.name),
+        &[
+            "sockfilter",
+            "-i",
+            "lo",
+            "--filter",
+            "not tcp",
+            "-w",
+            "/dev/null",
+        ],
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("at most net.core.optmem_max (4096 bytes) and this one is larger"),
+        "{}",
+        out.stderr
+    );
+}

@@ -11,7 +11,12 @@
  * The including hook defines
  *   static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
  * which copies the frame's first bytes into the per-CPU `frame_copy` and
- * returns how many it copied. Needs netprobe.h. */
+ * returns how many it copied, and
+ *   static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen,
+ *                                                __u64 off, __u8 buf[4], __u32 size);
+ * which reads `size` (1 to 4) bytes at `off` of the frame as the copy has it
+ * (and `wirelen` long) from the hook's own context, for the rare read past
+ * the copy: tcpdump reads a frame as far as it goes. Needs netprobe.h. */
 #ifndef NETPROBE_CBPF_H
 #define NETPROBE_CBPF_H
 
@@ -43,6 +48,14 @@ static __always_inline __u32 np_copy_len(__u32 n)
 	return ((n - 1) & (NP_FRAME_COPY - 1)) + 1;
 }
 
+/* `size` (1 to 4) unchanged, bounded for a helper's size argument as
+ * np_copy_len() bounds its. */
+static __always_inline __u32 np_load_size(__u32 size)
+{
+	asm volatile("" : "+r"(size));
+	return ((size - 1) & 3) + 1;
+}
+
 /* Classic BPF opcode fields (linux/filter.h). */
 #define NP_BPF_CLASS(c) ((c) & 0x07)
 #define NP_BPF_SIZE(c) ((c) & 0x18)
@@ -68,6 +81,7 @@ struct np_cbpf_vm {
 	__u32 caplen;  /* bytes of the frame in frame_copy */
 	__u32 wirelen; /* the frame's length: what `len` loads */
 	__u32 result;  /* what the program returned; 0: no match */
+	void *ctx;     /* the hook's context, for reads past the copy */
 };
 
 /* The running program returned `result` (0 when a load failed): stops on
@@ -102,21 +116,27 @@ static __always_inline long np_cbpf_end(struct np_cbpf_vm *vm, __u32 result)
 }
 
 /* Loads `size` (1, 2 or 4) bytes at `off`, big-endian; false when they lie
- * beyond the copied frame, which ends the program with 0 as in the kernel
- * and in libpcap. */
+ * beyond the frame, which ends the program with 0 as in the kernel and in
+ * libpcap. Bytes past the copy are read from the hook's context. */
 static __always_inline bool np_cbpf_load(const struct np_cbpf_vm *vm, __u64 off, __u32 size,
 					 __u32 *out)
 {
 	struct np_frame_copy *f;
 	__u32 zero = 0;
-	__u8 *p;
+	__u8 *p, buf[4];
 
-	if (off + size > vm->caplen || off > NP_FRAME_COPY - 4)
+	if (off + size > vm->wirelen)
 		return false;
-	f = bpf_map_lookup_elem(&frame_copy, &zero);
-	if (!f)
-		return false;
-	p = f->data + off;
+	if (off + size > vm->caplen || off > NP_FRAME_COPY - 4) {
+		if (!np_load_uncopied(vm->ctx, vm->wirelen, off, buf, size))
+			return false;
+		p = buf;
+	} else {
+		f = bpf_map_lookup_elem(&frame_copy, &zero);
+		if (!f)
+			return false;
+		p = f->data + off;
+	}
 	if (size == 1)
 		*out = p[0];
 	else if (size == 2)
@@ -144,8 +164,10 @@ static long np_cbpf_step(__u64 index, void *data)
 	struct np_cbpf_vm *vm = data;
 	const struct np_program *prog;
 	const struct np_cbpf_insn *in;
-	__u32 pc = vm->pc, v = 0, operand;
+	__u32 pc = vm->pc, v = 0, operand, size, result = 0;
+	bool to_x = false;
 	__u16 code;
+	__u64 off;
 
 	prog = bpf_map_lookup_elem(&programs, &vm->key);
 	if (!prog || pc >= NP_PROGRAM_INSNS || pc >= prog->len)
@@ -160,23 +182,23 @@ static long np_cbpf_step(__u64 index, void *data)
 			vm->a = in->k;
 			return 0;
 		case 0x20: /* BPF_ABS */
-			if (!np_cbpf_load(vm, in->k, np_cbpf_size(code), &v))
-				return np_cbpf_end(vm, 0);
-			vm->a = v;
-			return 0;
+			off = in->k;
+			size = np_cbpf_size(code);
+			break;
 		case 0x40: /* BPF_IND */
-			if (!np_cbpf_load(vm, (__u64)vm->x + in->k, np_cbpf_size(code), &v))
-				return np_cbpf_end(vm, 0);
-			vm->a = v;
-			return 0;
+			off = (__u64)vm->x + in->k;
+			size = np_cbpf_size(code);
+			break;
 		case 0x60: /* BPF_MEM */
 			vm->a = vm->mem[in->k & 15];
 			return 0;
 		case 0x80: /* BPF_LEN */
 			vm->a = vm->wirelen;
 			return 0;
+		default:
+			goto end;
 		}
-		return np_cbpf_end(vm, 0);
+		break;
 	case 0x01: /* BPF_LDX */
 		switch (NP_BPF_MODE(code)) {
 		case 0x00:
@@ -189,12 +211,14 @@ static long np_cbpf_step(__u64 index, void *data)
 			vm->x = vm->wirelen;
 			return 0;
 		case 0xa0: /* BPF_MSH: 4 * (P[k] & 0xf) */
-			if (!np_cbpf_load(vm, in->k, 1, &v))
-				return np_cbpf_end(vm, 0);
-			vm->x = (v & 0xf) << 2;
-			return 0;
+			off = in->k;
+			size = 1;
+			to_x = true;
+			break;
+		default:
+			goto end;
 		}
-		return np_cbpf_end(vm, 0);
+		break;
 	case 0x02: /* BPF_ST */
 		vm->mem[in->k & 15] = vm->a;
 		return 0;
@@ -215,7 +239,7 @@ static long np_cbpf_step(__u64 index, void *data)
 			return 0;
 		case 0x30:
 			if (!operand)
-				return np_cbpf_end(vm, 0);
+				goto end;
 			vm->a /= operand;
 			return 0;
 		case 0x40:
@@ -235,14 +259,14 @@ static long np_cbpf_step(__u64 index, void *data)
 			return 0;
 		case 0x90:
 			if (!operand)
-				return np_cbpf_end(vm, 0);
+				goto end;
 			vm->a %= operand;
 			return 0;
 		case 0xa0:
 			vm->a ^= operand;
 			return 0;
 		}
-		return np_cbpf_end(vm, 0);
+		goto end;
 	case 0x05: /* BPF_JMP */
 		operand = NP_BPF_SRC(code) ? vm->x : in->k;
 		switch (NP_BPF_OP(code)) {
@@ -262,9 +286,10 @@ static long np_cbpf_step(__u64 index, void *data)
 			vm->pc += vm->a & operand ? in->jt : in->jf;
 			return 0;
 		}
-		return np_cbpf_end(vm, 0);
+		goto end;
 	case 0x06: /* BPF_RET */
-		return np_cbpf_end(vm, NP_BPF_RVAL(code) == 0x10 ? vm->a : in->k);
+		result = NP_BPF_RVAL(code) == 0x10 ? vm->a : in->k;
+		goto end;
 	default: /* BPF_MISC */
 		if (NP_BPF_MISCOP(code) == 0x00)
 			vm->x = vm->a; /* TAX */
@@ -272,14 +297,26 @@ static long np_cbpf_step(__u64 index, void *data)
 			vm->a = vm->x; /* TXA */
 		return 0;
 	}
+	/* The loads, in one place: its code is inlined once. A failed one
+	 * ends the program with 0. */
+	if (!np_cbpf_load(vm, off, size, &v))
+		goto end;
+	if (to_x)
+		vm->x = (v & 0xf) << 2;
+	else
+		vm->a = v;
+	return 0;
+end:
+	/* Every way a program ends, in one place, for the same reason. */
+	return np_cbpf_end(vm, result);
 }
 
 /* Runs the programs in slots `first` to `last`, in order, up to the first
  * that accepts the copied frame, skipping none but stopping at the first of
  * a rule at or after `before`. Returns that rule and its action in `*ref`,
  * if one matched. */
-static __always_inline bool np_cbpf_first(__u32 first, __u32 last, __u32 before, __u32 caplen,
-					  __u32 wirelen, struct np_rule_ref *ref)
+static __always_inline bool np_cbpf_first(void *ctx, __u32 first, __u32 last, __u32 before,
+					  __u32 caplen, __u32 wirelen, struct np_rule_ref *ref)
 {
 	struct np_cbpf_vm vm = {
 		.key = first,
@@ -287,6 +324,7 @@ static __always_inline bool np_cbpf_first(__u32 first, __u32 last, __u32 before,
 		.before = before,
 		.caplen = caplen,
 		.wirelen = wirelen,
+		.ctx = ctx,
 	};
 	const struct np_program *prog = bpf_map_lookup_elem(&programs, &first);
 

@@ -486,17 +486,18 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 }
 
 /* The libpcap programs in slots `first` to `last` of rules before
- * `before`, run over the frame's copy: the first match's rule << 32 | its
+ * `before`, run over the frame's copy (and, past it, the hook's context
+ * `ctx`): the first match's rule << 32 | its
  * action, or NP_ACTION_NONE. The hook's np_programs() runs this, inline or
  * in a function of its own; `nested` says np_match() is in one already,
  * where another would take the stack of one more frame. */
-static __always_inline __u64 np_programs_run(struct np_ctx *c, __u32 first, __u32 last,
-					     __u32 before, __u32 len)
+static __always_inline __u64 np_programs_run(struct np_ctx *c, void *ctx, __u32 first,
+					     __u32 last, __u32 before, __u32 len)
 {
 	struct np_rule_ref ref;
 	__u32 caplen = np_snapshot(c, len);
 
-	if (!caplen || !np_cbpf_first(first, last, before, caplen, len, &ref))
+	if (!caplen || !np_cbpf_first(ctx, first, last, before, caplen, len, &ref))
 		return NP_ACTION_NONE;
 	return (__u64)ref.rule << 32 | ref.action;
 }

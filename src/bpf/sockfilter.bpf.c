@@ -14,6 +14,7 @@
  * See parse.h for the contract. */
 struct np_ctx {
 	struct np_frame_copy *frame;
+	struct __sk_buff *skb;
 	__u32 caplen; /* bytes in frame */
 	__u32 len;    /* the frame's length, the tag included */
 };
@@ -27,6 +28,14 @@ static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void
 	return c->frame->data + (off & (NP_FRAME_COPY - 1));
 }
 
+#define NP_VLAN_HLEN 4
+
+/* The frame's length on the wire: with the VLAN tag the kernel took off. */
+static __always_inline __u32 np_wire_len(struct __sk_buff *skb)
+{
+	return skb->len + (skb->vlan_present ? NP_VLAN_HLEN : 0);
+}
+
 /* Already copied: see np_copy_frame(). */
 static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 {
@@ -35,16 +44,20 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested);
+static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
+					     __u32 size);
 
 #include "parse.h"
 #include "rules.h"
 
 /* The context of a global function: the frame is already in frame_copy,
  * `caplen` bytes of it. False if the copy is not there. */
-static __always_inline bool np_copied_ctx(struct np_ctx *c, __u32 caplen, __u32 len)
+static __always_inline bool np_copied_ctx(struct np_ctx *c, struct __sk_buff *skb, __u32 caplen,
+					  __u32 len)
 {
 	__u32 zero = 0;
 
+	c->skb = skb;
 	c->frame = bpf_map_lookup_elem(&frame_copy, &zero);
 	c->caplen = caplen;
 	c->len = len;
@@ -52,14 +65,25 @@ static __always_inline bool np_copied_ctx(struct np_ctx *c, __u32 caplen, __u32 
 }
 
 /* The libpcap programs in a global function of their own, as in xdp.bpf.c. */
-__noinline __u64 np_sock_programs(__u32 first, __u32 last, __u32 before, __u32 caplen,
-				  __u32 len)
+__noinline __u64 np_sock_programs(struct __sk_buff *skb, __u32 first, __u32 last, __u32 before,
+				  __u32 caplen)
 {
 	struct np_ctx c;
 
-	if (!np_copied_ctx(&c, caplen, len))
+	if (!skb || !np_copied_ctx(&c, skb, caplen, np_wire_len(skb)))
 		return NP_ACTION_NONE;
-	return np_programs_run(&c, first, last, before, len);
+	return np_programs_run(&c, skb, first, last, before, c.len);
+}
+
+/* A read past the copy (a GRO or GSO frame can be 64 KiB): from the
+ * socket buffer, which lacks the tag the copy has put back in. */
+static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
+					     __u32 size)
+{
+	struct __sk_buff *skb = ctx;
+	__u32 tag = wirelen - skb->len;
+
+	return off >= tag && !bpf_skb_load_bytes(skb, off - tag, buf, np_load_size(size));
 }
 
 /* Always the global function: the socket filter's frames are small enough
@@ -68,10 +92,9 @@ __noinline __u64 np_sock_programs(__u32 first, __u32 last, __u32 before, __u32 c
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested)
 {
-	return np_sock_programs(first, last, before, c->caplen, len);
+	return np_sock_programs(c->skb, first, last, before, c->caplen);
 }
 
-#define NP_VLAN_HLEN 4
 #define NP_ETH_ADDRS 12 /* destination and source MAC */
 
 /* Settings fixed at load time. */
@@ -85,14 +108,15 @@ const volatile __u32 snaplen = 0xffffffff;
 /* Fills frame_copy from the socket buffer; false if that fails. */
 static __always_inline bool np_copy_frame(struct __sk_buff *skb, struct np_ctx *c)
 {
-	__u32 zero = 0, n, tag = skb->vlan_present ? NP_VLAN_HLEN : 0;
+	__u32 zero = 0, n, tag = np_wire_len(skb) - skb->len;
 	__u8 *d;
 
+	c->skb = skb;
 	c->frame = bpf_map_lookup_elem(&frame_copy, &zero);
 	if (!c->frame)
 		return false;
 	d = c->frame->data;
-	c->len = skb->len + tag;
+	c->len = np_wire_len(skb);
 	n = skb->len;
 	if (n > copy_limit - NP_VLAN_HLEN)
 		n = copy_limit - NP_VLAN_HLEN;
@@ -123,11 +147,11 @@ struct {
 } sock_stats SEC(".maps");
 
 /* A global function, verified once on its own (see xdp.bpf.c). */
-__noinline int np_match_rules(__u32 caplen, __u32 len)
+__noinline int np_match_rules(struct __sk_buff *skb, __u32 caplen, __u32 len)
 {
 	struct np_ctx c;
 
-	if (!np_copied_ctx(&c, caplen, len))
+	if (!skb || !np_copied_ctx(&c, skb, caplen, len))
 		return NP_ACTION_NONE;
 	return np_match(&c, len, true);
 }
@@ -149,7 +173,7 @@ int sockfilter_netprobe(struct __sk_buff *skb)
 	np_parse(&c, &pkt, len);
 	if (counts_only)
 		verdict = NP_VERDICT_DROP;
-	else if (rules_enabled && np_match_rules(c.caplen, len) == NP_ACTION_NONE)
+	else if (rules_enabled && np_match_rules(skb, c.caplen, len) == NP_ACTION_NONE)
 		verdict = NP_VERDICT_DROP;
 
 	st = bpf_map_lookup_elem(&sock_stats, &zero);

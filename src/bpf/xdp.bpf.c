@@ -42,6 +42,8 @@ struct np_frame_copy;
 static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested);
+static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
+					     __u32 size);
 
 #include "rules.h"
 
@@ -56,14 +58,14 @@ __noinline __u64 np_xdp_programs(struct xdp_md *ctx, __u32 first, __u32 last, __
 
 	if (!ctx)
 		return NP_ACTION_NONE;
-	return np_programs_run(&c, first, last, before, c.data_end - c.data);
+	return np_programs_run(&c, ctx, first, last, before, c.data_end - c.data);
 }
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested)
 {
 	if (nested)
-		return np_programs_run(c, first, last, before, len);
+		return np_programs_run(c, c->xdp, first, last, before, len);
 	return np_xdp_programs(c->xdp, first, last, before);
 }
 
@@ -81,6 +83,14 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 	if (n < 1 || bpf_xdp_load_bytes(c->xdp, 0, f->data, np_copy_len(n)))
 		return 0;
 	return n;
+}
+
+/* A read past the copy, of a frame longer than NP_FRAME_COPY (generic XDP
+ * sees GRO's): from the frame itself. */
+static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
+					     __u32 size)
+{
+	return !bpf_xdp_load_bytes(ctx, off, buf, np_load_size(size));
 }
 
 struct {

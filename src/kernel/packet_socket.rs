@@ -81,6 +81,25 @@ fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int> {
     }
 }
 
+/// The kernel charges a socket's filter to `net.core.optmem_max` and says
+/// only ENOMEM when the filter is larger: name the setting.
+fn too_small_optmem(e: anyhow::Error) -> anyhow::Error {
+    let enomem = e
+        .downcast_ref::<io::Error>()
+        .is_some_and(|io| io.raw_os_error() == Some(libc::ENOMEM));
+    let Ok(limit) = std::fs::read_to_string("/proc/sys/net/core/optmem_max") else {
+        return e;
+    };
+    if !enomem {
+        return e;
+    }
+    e.context(format!(
+        "the kernel takes a socket filter of at most net.core.optmem_max ({} bytes) and this \
+         one is larger; raise it: sysctl -w net.core.optmem_max=65536",
+        limit.trim()
+    ))
+}
+
 fn setsockopt<T>(
     fd: RawFd,
     level: libc::c_int,
@@ -120,7 +139,8 @@ impl PacketSocket {
             libc::SO_ATTACH_BPF,
             &filter.as_raw_fd(),
             "attaching the socket filter (SO_ATTACH_BPF)",
-        )?;
+        )
+        .map_err(too_small_optmem)?;
         setsockopt(
             raw,
             libc::SOL_PACKET,

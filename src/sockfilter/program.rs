@@ -19,8 +19,9 @@ pub struct LoadOptions {
     pub counts_only: bool,
     /// Bytes delivered per frame; 0 for the whole frame.
     pub snaplen: u32,
-    /// A rule runs as a libpcap program, which may read any of the frame's
-    /// first NP_FRAME_COPY bytes; otherwise only headers are copied.
+    /// A rule runs as a libpcap program, which may read any byte of the
+    /// frame: its first NP_FRAME_COPY bytes are copied (the rest are read
+    /// from the socket buffer); otherwise only headers are copied.
     pub whole_frames: bool,
 }
 
