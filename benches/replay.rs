@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::frames::udp4_frame;
+use common::traffic::median;
 use netprobe::capture::write::{CaptureWriter, Format};
 
 const FRAMES: u32 = 1_000_000;
@@ -27,11 +28,6 @@ fn seconds(program: &str, args: &[&str]) -> f64 {
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {args:?}: {status}");
     start.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
