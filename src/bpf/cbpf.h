@@ -12,11 +12,10 @@
  *   static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
  * which copies the frame's first bytes into the per-CPU `frame_copy` and
  * returns how many it copied, and
- *   static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen,
- *                                                __u64 off, __u8 buf[4], __u32 size);
+ *   static __always_inline bool np_load_uncopied(void *ctx, __u64 off,
+ *                                                __u8 buf[4], __u32 size);
  * which reads `size` (1 to 4) bytes at `off` of the frame as the copy has it
- * (and `wirelen` long) from the hook's own context, for the rare read past
- * the copy: tcpdump reads a frame as far as it goes. Needs netprobe.h. */
+ * from the hook's own context, for the rare read past the copy: tcpdump reads a frame as far as it goes. Needs netprobe.h. */
 #ifndef NETPROBE_CBPF_H
 #define NETPROBE_CBPF_H
 
@@ -128,7 +127,7 @@ static __always_inline bool np_cbpf_load(const struct np_cbpf_vm *vm, __u64 off,
 	if (off + size > vm->wirelen)
 		return false;
 	if (off + size > vm->caplen || off > NP_FRAME_COPY - 4) {
-		if (!np_load_uncopied(vm->ctx, vm->wirelen, off, buf, size))
+		if (!np_load_uncopied(vm->ctx, off, buf, size))
 			return false;
 		p = buf;
 	} else {

@@ -30,10 +30,17 @@ static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void
 
 #define NP_VLAN_HLEN 4
 
-/* The frame's length on the wire: with the VLAN tag the kernel took off. */
+/* The bytes of the VLAN tag the kernel took off into the metadata, which
+ * the copy puts back. */
+static __always_inline __u32 np_tag_len(struct __sk_buff *skb)
+{
+	return skb->vlan_present ? NP_VLAN_HLEN : 0;
+}
+
+/* The frame's length on the wire: with that tag. */
 static __always_inline __u32 np_wire_len(struct __sk_buff *skb)
 {
-	return skb->len + (skb->vlan_present ? NP_VLAN_HLEN : 0);
+	return skb->len + np_tag_len(skb);
 }
 
 /* Already copied: see np_copy_frame(). */
@@ -44,8 +51,7 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested);
-static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
-					     __u32 size);
+static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 #include "parse.h"
 #include "rules.h"
@@ -77,11 +83,10 @@ __noinline __u64 np_sock_programs(struct __sk_buff *skb, __u32 first, __u32 last
 
 /* A read past the copy (a GRO or GSO frame can be 64 KiB): from the
  * socket buffer, which lacks the tag the copy has put back in. */
-static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
-					     __u32 size)
+static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size)
 {
 	struct __sk_buff *skb = ctx;
-	__u32 tag = wirelen - skb->len;
+	__u32 tag = np_tag_len(skb);
 
 	return off >= tag && !bpf_skb_load_bytes(skb, off - tag, buf, np_load_size(size));
 }
@@ -108,7 +113,7 @@ const volatile __u32 snaplen = 0xffffffff;
 /* Fills frame_copy from the socket buffer; false if that fails. */
 static __always_inline bool np_copy_frame(struct __sk_buff *skb, struct np_ctx *c)
 {
-	__u32 zero = 0, n, tag = np_wire_len(skb) - skb->len;
+	__u32 zero = 0, n, tag = np_tag_len(skb);
 	__u8 *d;
 
 	c->skb = skb;
@@ -116,7 +121,7 @@ static __always_inline bool np_copy_frame(struct __sk_buff *skb, struct np_ctx *
 	if (!c->frame)
 		return false;
 	d = c->frame->data;
-	c->len = np_wire_len(skb);
+	c->len = skb->len + tag;
 	n = skb->len;
 	if (n > copy_limit - NP_VLAN_HLEN)
 		n = copy_limit - NP_VLAN_HLEN;

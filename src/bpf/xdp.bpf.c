@@ -42,8 +42,7 @@ struct np_frame_copy;
 static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
 					 __u32 before, __u32 len, const bool nested);
-static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
-					     __u32 size);
+static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 #include "rules.h"
 
@@ -87,8 +86,7 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 
 /* A read past the copy, of a frame longer than NP_FRAME_COPY (generic XDP
  * sees GRO's): from the frame itself. */
-static __always_inline bool np_load_uncopied(void *ctx, __u32 wirelen, __u64 off, __u8 buf[4],
-					     __u32 size)
+static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size)
 {
 	return !bpf_xdp_load_bytes(ctx, off, buf, np_load_size(size));
 }
