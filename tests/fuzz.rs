@@ -686,7 +686,7 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
     let mut storage = MaybeUninit::uninit();
     let skel = load(&mut storage, &opts).expect("loading the XDP program with rules");
     let mut state = RuleState::new(opts.rules.unwrap());
-    let (mut matched, mut checked) = (0, 0);
+    let (mut matched, mut checked, mut direct_sets) = (0, 0, 0);
     for set in 0..RULE_SETS {
         let rules: Vec<Rule> = (0..1 + rng.below(12))
             .filter_map(|_| parse(&random_rule(&mut rng), Action::Drop).ok())
@@ -697,14 +697,17 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
                 panic!("rule set {set} of seed {seed}: libpcap refuses {:?}, which netprobe took: {m}", r.text)
             }))
             .collect();
-        // Every other set with shape classes of their own wherever a
-        // field can have them: small sets keep the rule set's otherwise.
-        let compiled = if set % 2 == 0 {
-            Compiled::compile(&rules)
-        } else {
-            Compiled::compile_with_own_classes(&rules)
+        // Each set in one of three layouts, in turn: as netprobe lays it
+        // out (small sets are matched directly, not through the tables);
+        // through the tables; through the tables with shape classes of
+        // their own wherever a field can have them.
+        let compiled = match set % 3 {
+            0 => Compiled::compile(&rules),
+            1 => Compiled::compile_tables_only(&rules),
+            _ => Compiled::compile_with_own_classes(&rules),
         }
         .unwrap();
+        direct_sets += usize::from(!compiled.direct.is_empty());
         let texts: Vec<&str> = rules.iter().map(|r| r.text.as_str()).collect();
         state
             .install(&rule_tables(&skel), &rules, &compiled)
@@ -728,7 +731,12 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
         }
     }
     eprintln!(
-        "fuzz: {checked} frames against {RULE_SETS} rule sets, {matched} matched, seed {seed}"
+        "fuzz: {checked} frames against {RULE_SETS} rule sets ({direct_sets} matched directly), \
+         {matched} matched, seed {seed}"
+    );
+    assert!(
+        direct_sets > RULE_SETS / 10,
+        "the generator should give the direct path work: {direct_sets} of {RULE_SETS} sets"
     );
     assert!(
         matched > checked / 20 && matched < checked * 19 / 20,

@@ -5,13 +5,21 @@
  * lookup per prefix length in use below it for addresses, an array for
  * ports, and an array row where a large shape has classes of its own for
  * the field) plus one lookup (an array cell or a hash entry) per shape the
- * packet can match, whatever the number of rules; rules the tables cannot hold run as
- * libpcap programs (cbpf.h). Needs parse.h first. */
+ * packet can match, whatever the number of rules; a rule set of a few
+ * alternatives is instead compared field by field (fields.h); rules the
+ * tables cannot hold run as libpcap programs (cbpf.h). Needs parse.h first. */
 #ifndef NETPROBE_RULES_H
 #define NETPROBE_RULES_H
 
 #include "netprobe.h"
 #include "cbpf.h"
+#include "fields.h"
+
+/* Whether the hook takes the direct path (fields.h) for a rule set that
+ * has one; the tables always hold the whole rule set too. */
+#ifndef NP_DIRECT_MATCH
+#define NP_DIRECT_MATCH 0
+#endif
 
 /* Capacities are set by user space before load. */
 /* Address slots: (generation * 2 + family index) * 65536 + leading 16 bits. */
@@ -116,17 +124,6 @@ const volatile __u32 max_blocks = 1;
  * removes the lookups no shape needs. */
 const volatile __u32 max_addr_rows = 1;
 const volatile __u32 row_fields = 0;
-
-/* Reads `size` (1 or 2) bytes at `off`, big-endian; false past the end. */
-static __always_inline bool np_load_be(struct np_ctx *c, __u32 off, __u32 size, __u32 *out)
-{
-	__u8 buf[2], *b = np_ptr(c, off, size, buf);
-
-	if (!b)
-		return false;
-	*out = size == 1 ? b[0] : (__u32)b[0] << 8 | b[1];
-	return true;
-}
 
 /* A search of the hash for the longest rule prefix covering an address,
  * one bpf_loop() step per prefix length: the verifier checks the step
@@ -236,34 +233,13 @@ static __always_inline __u32 np_addr_class_of(struct np_ctx *c, __u32 gen, __u32
 	return 0;
 }
 
-/* What the tables match a frame on. Fields are read where libpcap's
- * programs read them, with no check that the headers are well formed, so
- * that a rule the tables hold matches exactly what tcpdump's filter for it
- * matches; the one difference is that up to two VLAN tags are looked
- * through. A field the frame ends before is absent, and a shape needing an
- * absent field (or one no rule prefix covers) is never probed. */
+/* What the tables match a frame on: where its fields are, and the classes
+ * of src, dst, sport, dport: the rule set's in column 0, then those of the
+ * shapes with classes of their own. */
 struct np_fields {
-	__u32 found; /* NP_SHAPE_* bits of the fields present */
-	__u8 l3;     /* enum np_match_l3 */
-	__u8 proto;  /* IP protocol */
-	__u8 family; /* of the addresses: 4 or 6, 0 for none */
-	__u8 pad;
-	/* Where the addresses are: bytes, so that an offset read back from
-	 * memory is known to be small. */
-	__u8 saddr, daddr;
-	__u8 pad2[2];
-	/* Classes of src, dst, sport, dport: the rule set's in column 0,
-	 * then those of the shapes with classes of their own. */
+	struct np_field_at at;
 	__u32 class[NP_CLASS_FIELDS][NP_COLUMNS];
 };
-
-#define NP_ETH_P_RARP 0x8035
-#define NP_IPPROTO_SCTP 132
-
-static __always_inline bool np_has_ports(__u32 proto)
-{
-	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
-}
 
 /* The class of the port at `off` in field `f` (2: sport, 3: dport) of
  * the frame's classes, and its bit in `found` if it has one. Where shapes
@@ -289,67 +265,18 @@ static __always_inline void np_port_classes(struct np_ctx *c, __u8 gen, __u32 of
 		fp->class[f][0] = *class;
 	}
 	if (fp->class[f][0])
-		fp->found |= f == 2 ? NP_SHAPE_SPORT : NP_SHAPE_DPORT;
+		fp->at.found |= f == 2 ? NP_SHAPE_SPORT : NP_SHAPE_DPORT;
 }
 
 static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
 					    const struct np_rules_config *cfg, struct np_fields *f)
 {
-	__u32 type, l = 12, v, frag, ihl, ports = 0, fields = cfg->fields;
-	int i;
+	__u32 fields = cfg->fields, ports;
 
 	/* Not the shape columns: `found` says which are this frame's. */
-	__builtin_memset(f, 0, __builtin_offsetof(struct np_fields, class));
 	f->class[0][0] = f->class[1][0] = f->class[2][0] = f->class[3][0] = 0;
-	if (!np_load_be(c, l, 2, &type))
-		return;
-	for (i = 0; i < NP_MAX_VLAN_TAGS; i++) {
-		if (type != NP_ETH_P_8021Q && type != NP_ETH_P_8021AD)
-			break;
-		l += 4;
-		if (!np_load_be(c, l, 2, &type))
-			return;
-	}
-	l += 2; /* the network header */
-	if (type == NP_ETH_P_IP) {
-		f->l3 = NP_MATCH_IPV4;
-		f->family = 4;
-		f->saddr = l + 12;
-		f->daddr = l + 16;
-		if (np_load_be(c, l + 9, 1, &v)) {
-			f->proto = v;
-			f->found |= NP_SHAPE_PROTO;
-			/* A port is read only from a first fragment, after an
-			 * IHL libpcap does not check. */
-			if (fields & (NP_SHAPE_SPORT | NP_SHAPE_DPORT) && np_has_ports(v) &&
-			    np_load_be(c, l + 6, 2, &frag) && !(frag & 0x1fff) &&
-			    np_load_be(c, l, 1, &ihl))
-				ports = l + (ihl & 0xf) * 4;
-		}
-	} else if (type == NP_ETH_P_IPV6) {
-		f->l3 = NP_MATCH_IPV6;
-		f->family = 6;
-		f->saddr = l + 8;
-		f->daddr = l + 24;
-		if (np_load_be(c, l + 6, 1, &v)) {
-			/* libpcap's protocol test looks through one fragment
-			 * header; its port test does not. */
-			if (np_has_ports(v))
-				ports = l + 40;
-			if (v != NP_IPPROTO_FRAGMENT || np_load_be(c, l + 40, 1, &v)) {
-				f->proto = v;
-				f->found |= NP_SHAPE_PROTO;
-			}
-		}
-	} else if (type == NP_ETH_P_ARP || type == NP_ETH_P_RARP) {
-		f->l3 = type == NP_ETH_P_ARP ? NP_MATCH_ARP : NP_MATCH_RARP;
-		f->family = 4;
-		f->saddr = l + 14;
-		f->daddr = l + 24;
-	} else {
-		return;
-	}
-	f->found |= NP_SHAPE_L3;
+	np_locate_fields(c, fields, &f->at);
+	ports = f->at.ports;
 	if (!ports)
 		return;
 	if (fields & NP_SHAPE_SPORT)
@@ -430,11 +357,11 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	/* Addresses are classified here, once for every way the fields were
 	 * read. */
 	if (cfg->fields & NP_SHAPE_SRC &&
-	    (fp->class[0][0] = np_addr_class_of(c, gen, fp->family, fp->saddr)))
-		fp->found |= NP_SHAPE_SRC;
+	    (fp->class[0][0] = np_addr_class_of(c, gen, fp->at.family, fp->at.saddr)))
+		fp->at.found |= NP_SHAPE_SRC;
 	if (cfg->fields & NP_SHAPE_DST &&
-	    (fp->class[1][0] = np_addr_class_of(c, gen, fp->family, fp->daddr)))
-		fp->found |= NP_SHAPE_DST;
+	    (fp->class[1][0] = np_addr_class_of(c, gen, fp->at.family, fp->at.daddr)))
+		fp->at.found |= NP_SHAPE_DST;
 	np_addr_columns(fp, gen, 0);
 	np_addr_columns(fp, gen, 1);
 	asm volatile("" ::: "memory");
@@ -455,14 +382,14 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 		dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
 		sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
 		dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
-		if (shape & ~(fp->found & (NP_SHAPE_L3 | NP_SHAPE_PROTO | np_nonzero(src) << 2 |
+		if (shape & ~(fp->at.found & (NP_SHAPE_L3 | NP_SHAPE_PROTO | np_nonzero(src) << 2 |
 					   np_nonzero(dst) << 3 | np_nonzero(sport) << 4 |
 					   np_nonzero(dport) << 5)))
 			continue;
 		if (cfg->dense_base[i] != NP_NOT_DENSE) {
 			const __u32 *st = cfg->stride[i];
-			__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->l3 * st[0] +
-				     cfg->proto_class[fp->proto] * st[1] + src * st[2] +
+			__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->at.l3 * st[0] +
+				     cfg->proto_class[fp->at.proto] * st[1] + src * st[2] +
 				     dst * st[3] + sport * st[4] + dport * st[5];
 
 			ref = bpf_map_lookup_elem(&dense_cells, &cell);
@@ -472,8 +399,8 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 		}
 		key.gen = gen;
 		key.shape = shape;
-		key.l3 = fp->l3 & np_mask(shape, 0);
-		key.proto = fp->proto & np_mask(shape, 1);
+		key.l3 = fp->at.l3 & np_mask(shape, 0);
+		key.proto = fp->at.proto & np_mask(shape, 1);
 		key.src = src & np_mask(shape, 2);
 		key.dst = dst & np_mask(shape, 3);
 		key.sport = sport & np_mask(shape, 4);
@@ -520,7 +447,9 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	cfg = bpf_map_lookup_elem(&rules_config, &gen);
 	if (!cfg)
 		return NP_ACTION_NONE;
-	if (cfg->n_shapes)
+	if (NP_DIRECT_MATCH && cfg->n_direct)
+		best = np_match_direct(c, cfg);
+	else if (cfg->n_shapes)
 		best = np_match_tables(c, gen, cfg);
 	n = cfg->n_programs;
 	if (n && n <= NP_MAX_PROGRAMS) {

@@ -54,6 +54,8 @@ static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 la
 static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 #include "parse.h"
+/* No direct path (fields.h): the tables alone keep the program within
+ * the socket option memory Linux 6.1 allows by default (optmem_max, 20 KiB). */
 #include "rules.h"
 
 /* The context of a global function: the frame is already in frame_copy,

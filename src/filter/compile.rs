@@ -5,7 +5,10 @@
 //! of its own for a field (its rules' prefixes or ports only, read from a
 //! row per class of the rule set's), so that it stays dense cells, not
 //! hash entries, however many other rules share the field (`own_classes`).
-//! `Compiled::lookup` is what the BPF tables do, in Rust.
+//! A rule set of a few alternatives also gets them as a list the program
+//! compares one by one (`direct`), cheaper than the lookups; the tables
+//! hold it all the same. `Compiled::lookup` is what the BPF tables do, in
+//! Rust.
 use std::collections::HashMap;
 
 use super::addr::AddrTables;
@@ -23,6 +26,10 @@ use super::pcap::Insn;
 pub const MAX_SHAPES: usize = 64;
 /// Hash entries a rule set may compile into.
 pub const MAX_ENTRIES: usize = 4 << 20;
+/// Table alternatives a rule set may have and still be matched directly
+/// (`NP_MAX_DIRECT`): one comparison each per packet, where the tables
+/// cost a lookup per field and per shape.
+pub const MAX_DIRECT: usize = 8;
 /// Rules a rule set may hold as libpcap programs (`NP_MAX_PROGRAMS`): each
 /// costs its run time on every packet that no earlier rule matched.
 pub const MAX_PROGRAMS: usize = 64;
@@ -82,6 +89,10 @@ pub struct Compiled {
     pub addr_rows: Vec<[u32; COLUMNS]>,
     /// The same by port class.
     pub port_rows: Vec<[u32; COLUMNS]>,
+    /// Every table alternative in rule order, when the BPF program matches
+    /// them one by one instead of through the tables (see
+    /// [`direct_alternatives`]); empty otherwise.
+    pub direct: Vec<(RuleRef, Conjunction)>,
 }
 
 /// Where a dense shape's cells begin, and each field's stride (l3, proto,
@@ -112,22 +123,61 @@ impl Dense {
     }
 }
 
+/// The alternatives the BPF program compares one by one: all of them, if
+/// there are at most [`MAX_DIRECT`] and none is on an IPv6 address (the
+/// direct path reads IPv4 addresses only); else none, and the tables match.
+fn direct_alternatives(
+    alternatives: impl Iterator<Item = (RuleRef, Conjunction)>,
+) -> Vec<(RuleRef, Conjunction)> {
+    let all: Vec<_> = alternatives.take(MAX_DIRECT + 1).collect();
+    let ipv4_only = all
+        .iter()
+        .flat_map(|(_, c)| [c.src, c.dst])
+        .flatten()
+        .all(|p| p.family == 4);
+    if all.len() <= MAX_DIRECT && ipv4_only {
+        all
+    } else {
+        Vec::new()
+    }
+}
+
 /// Dense cells a rule set may take in all.
 pub const MAX_CELLS: u64 = 1 << 21;
 
+/// How a rule set is laid out for the program.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Direct alternatives where the rule set is small enough, else tables.
+    Best,
+    /// Tables whatever the size.
+    Tables,
+    /// Tables, with every shape field that can have classes of its own
+    /// given them.
+    OwnClasses,
+}
+
 impl Compiled {
     pub fn compile(rules: &[Rule]) -> Result<Compiled, String> {
-        Compiled::compile_as(rules, false)
+        Compiled::compile_as(rules, Layout::Best)
     }
 
-    /// The same, with every shape field that can have classes of its own
-    /// given them, however small the shape: the tests check that path on
-    /// rule sets small enough to check exhaustively.
+    /// The same, into the tables even where the rule set is small enough
+    /// to be matched directly: the tests check the tables on small rule
+    /// sets, and the bench compares the two.
+    pub fn compile_tables_only(rules: &[Rule]) -> Result<Compiled, String> {
+        Compiled::compile_as(rules, Layout::Tables)
+    }
+
+    /// Into the tables, with every shape field that can have classes of
+    /// its own given them, however small the shape: the tests check that
+    /// path on rule sets small enough to check exhaustively.
     pub fn compile_with_own_classes(rules: &[Rule]) -> Result<Compiled, String> {
-        Compiled::compile_as(rules, true)
+        Compiled::compile_as(rules, Layout::OwnClasses)
     }
 
-    fn compile_as(rules: &[Rule], own_always: bool) -> Result<Compiled, String> {
+    fn compile_as(rules: &[Rule], layout: Layout) -> Result<Compiled, String> {
+        let own_always = layout == Layout::OwnClasses;
         let alternatives = || {
             rules
                 .iter()
@@ -314,6 +364,19 @@ impl Compiled {
             ));
         }
         let addr_classes = addr_index.classes();
+        let direct = if layout == Layout::Best {
+            direct_alternatives(alternatives().map(|(rule, action, c)| {
+                (
+                    RuleRef {
+                        rule: rule as u32,
+                        action,
+                    },
+                    *c,
+                )
+            }))
+        } else {
+            Vec::new()
+        };
         Ok(Compiled {
             addr: AddrTables::build(&addr_classes)?,
             addr_classes,
@@ -324,6 +387,7 @@ impl Compiled {
             columns,
             addr_rows,
             port_rows,
+            direct,
             ..Default::default()
         }
         .with_dense_cells(&class_counts))

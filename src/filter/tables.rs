@@ -14,8 +14,8 @@ use libbpf_rs::{MapCore, MapFlags};
 use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
 use super::capacity::{Capacity, PORTS};
 use super::classes::COLUMNS;
-use super::compile::{Compiled, MAX_SHAPES};
-use super::model::Rule;
+use super::compile::{Compiled, RuleRef as CompiledRef, MAX_DIRECT, MAX_SHAPES};
+use super::model::{Conjunction, PortRange, Prefix, Rule};
 use super::pcap::{Insn, MAX_INSNS};
 use crate::kernel::counters::{sum_percpu, Counter};
 
@@ -68,7 +68,8 @@ struct RulesConfig {
     n_shapes: u32,
     fields: u32,
     n_programs: u32,
-    pad: u32,
+    n_direct: u32,
+    direct: [Direct; MAX_DIRECT],
     shape: [u8; MAX_SHAPES],
     dense_base: [u32; MAX_SHAPES],
     stride: [[u32; 6]; MAX_SHAPES],
@@ -76,6 +77,61 @@ struct RulesConfig {
     proto_class: [u8; 256],
     addr_len: [[u8; MAX_LENS]; 2],
     addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
+}
+
+/// `struct np_direct`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Direct {
+    rule: u32,
+    action: u32,
+    need: u32,
+    l3: u8,
+    l3_mask: u8,
+    proto: u8,
+    proto_mask: u8,
+    /// Addresses and masks in network order, as the frame holds them.
+    src: [u8; 4],
+    src_mask: [u8; 4],
+    dst: [u8; 4],
+    dst_mask: [u8; 4],
+    sport_lo: u16,
+    sport_span: u16,
+    dport_lo: u16,
+    dport_span: u16,
+}
+
+impl Direct {
+    fn of(rule: &CompiledRef, c: &Conjunction) -> Direct {
+        let prefix = |p: Option<Prefix>| {
+            p.map_or(([0; 4], [0; 4]), |p| {
+                let mask = addr::mask(p.len)[0];
+                (std::array::from_fn(|i| p.addr[i] & mask[i]), mask)
+            })
+        };
+        let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
+        let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
+        let ((src, src_mask), (dst, dst_mask)) = (prefix(c.src), prefix(c.dst));
+        let ((l3, l3_mask), (proto, proto_mask)) = (byte(c.l3), byte(c.proto));
+        let ((sport_lo, sport_span), (dport_lo, dport_span)) = (range(c.sport), range(c.dport));
+        Direct {
+            rule: rule.rule,
+            action: rule.action as u32,
+            need: u32::from(c.shape()),
+            l3,
+            l3_mask,
+            proto,
+            proto_mask,
+            src,
+            src_mask,
+            dst,
+            dst_mask,
+            sport_lo,
+            sport_span,
+            dport_lo,
+            dport_span,
+        }
+    }
 }
 
 /// `NP_NOT_DENSE`.
@@ -103,6 +159,7 @@ unsafe impl plain::Plain for AddrSlot {}
 unsafe impl plain::Plain for ShapeKey {}
 unsafe impl plain::Plain for RuleRef {}
 unsafe impl plain::Plain for RulesConfig {}
+unsafe impl plain::Plain for Direct {}
 unsafe impl plain::Plain for Program {}
 unsafe impl plain::Plain for ClassRow {}
 
@@ -114,6 +171,7 @@ const _: () = {
     assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
     assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
     assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
+    assert!(size_of::<Direct>() == size_of::<types::np_direct>());
     assert!(size_of::<Program>() == size_of::<types::np_program>());
     assert!(size_of::<ClassRow>() == size_of::<types::np_class_row>());
 };
@@ -395,7 +453,8 @@ impl RuleState {
             n_shapes: compiled.shapes.len() as u32,
             fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
             n_programs: compiled.programs.len() as u32,
-            pad: 0,
+            n_direct: compiled.direct.len() as u32,
+            direct: [Direct::default(); MAX_DIRECT],
             shape: [0; MAX_SHAPES],
             dense_base: [NOT_DENSE; MAX_SHAPES],
             stride: [[0; 6]; MAX_SHAPES],
@@ -409,6 +468,9 @@ impl RuleState {
                 config.addr_len[family][j] = *len;
                 config.addr_mask[family][j] = addr::mask(*len);
             }
+        }
+        for (slot, (rule, c)) in config.direct.iter_mut().zip(&compiled.direct) {
+            *slot = Direct::of(rule, c);
         }
         config.shape[..compiled.shapes.len()].copy_from_slice(&compiled.shapes);
         for (i, dense) in compiled.dense.iter().enumerate() {

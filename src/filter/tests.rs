@@ -376,3 +376,53 @@ fn address_classes_are_the_longest_covering_prefix() {
         }
     }
 }
+
+#[test]
+fn a_few_ipv4_alternatives_are_compared_directly_more_go_through_the_tables() {
+    let rules = |texts: &[String]| -> Vec<Rule> {
+        texts
+            .iter()
+            .map(|t| parse(t, Action::Drop).unwrap())
+            .collect()
+    };
+    let alternatives = |rules: &[Rule]| -> Vec<(u32, Conjunction)> {
+        (0..)
+            .zip(rules)
+            .flat_map(|(i, r)| r.alternatives.iter().map(move |c| (i, *c)))
+            .collect()
+    };
+    let direct = |c: &Compiled| -> Vec<(u32, Conjunction)> {
+        c.direct.iter().map(|(r, c)| (r.rule, *c)).collect()
+    };
+    let few = rules(&["host 10.0.0.1".into(), "udp and dst port 9".into()]);
+    let compiled = Compiled::compile(&few).unwrap();
+    assert_eq!(
+        direct(&compiled),
+        alternatives(&few),
+        "every alternative, in rule order"
+    );
+    assert!(
+        !compiled.shapes.is_empty(),
+        "the tables hold the rules too, for a hook without the direct path"
+    );
+    assert!(Compiled::compile_tables_only(&few)
+        .unwrap()
+        .direct
+        .is_empty());
+    assert!(Compiled::compile_with_own_classes(&few)
+        .unwrap()
+        .direct
+        .is_empty());
+
+    let texts = |n: u16| -> Vec<String> { (0..n).map(|i| format!("dst port {i}")).collect() };
+    let eight = rules(&texts(8));
+    assert_eq!(alternatives(&eight).len(), MAX_DIRECT);
+    assert_eq!(
+        direct(&Compiled::compile(&eight).unwrap()).len(),
+        MAX_DIRECT
+    );
+    let nine = rules(&texts(9));
+    assert!(Compiled::compile(&nine).unwrap().direct.is_empty());
+    let ipv6 = rules(&["udp".into(), "src host 2001:db8::1".into()]);
+    assert!(Compiled::compile(&ipv6).unwrap().direct.is_empty());
+}
