@@ -509,8 +509,15 @@ fn nft(net: &Pair, script: &str) {
 /// go through: the rate, the frames it dropped, and its own run time per
 /// packet if `cost` (BPF statistics, which add their own cost).
 fn netprobe_drop(net: &Pair, conf: &TrafgenConf, cost: bool) -> (f64, u64, f64) {
-    let mut args = vec!["xdp", &net.b_if, "--drop", "udp and dst port 9", "--json"];
-    args.extend(["--interval", "1s"]);
+    let mut args = vec![
+        "xdp",
+        &net.b_if,
+        "--drop",
+        "udp and dst port 9",
+        "--json",
+        "--interval",
+        "1s",
+    ];
     if cost {
         args.push("--cost");
     }
