@@ -149,9 +149,12 @@ struct np_rule_ref {
 #define NP_COLUMNS 8
 
 /* By a rule set's address or port class: the class of each column's shape
- * field (0: no prefix of that shape covers it). */
+ * field (0: no prefix of that shape covers it), and per field of the row's
+ * kind (src and dst, or sport and dport) the shapes (bit i: shape i) keyed
+ * on it with a rule covering the class. */
 struct np_class_row {
 	__u32 class[NP_COLUMNS];
+	__u64 shapes[2];
 };
 
 /* A rule set of at most NP_MAX_DIRECT alternatives, none on an IPv6
@@ -188,6 +191,17 @@ struct np_rules_config {
 	 * addr_rows or port_rows (0: the rule set's classes), so that its
 	 * cells number the combinations of its own rules' prefixes and ports. */
 	__u8 column[NP_MAX_SHAPES][NP_CLASS_FIELDS];
+	/* Shapes as bit masks (bit i: shape i), so that the program probes
+	 * only the shapes a frame can match (src/filter/candidates.rs): by
+	 * the fields a frame has (NP_SHAPE_* bits), the shapes keyed on no
+	 * other field; by l3 value and by protocol, the shapes not keyed on
+	 * it or with a rule for the value; and per field of src, dst, sport
+	 * and dport whose rows say which shapes cover each class (the row's
+	 * `shapes`), the shapes keyed on it (0 for the other fields). */
+	__u64 by_found[1 << NP_FIELDS];
+	__u64 by_l3[4];
+	__u64 by_proto[256];
+	__u64 keyed[NP_CLASS_FIELDS];
 	__u8 proto_class[256];
 	/* Per family (IPv4, IPv6): the prefix lengths in the hash, longest
 	 * first, and the mask of each in network order. */

@@ -235,8 +235,11 @@ static __always_inline __u32 np_addr_class_of(struct np_ctx *c, __u32 gen, __u32
 
 /* What the tables match a frame on: where its fields are, and the classes
  * of src, dst, sport, dport: the rule set's in column 0, then those of the
- * shapes with classes of their own. */
+ * shapes with classes of their own, and which of those shapes the classes
+ * leave in play (np_class_row.shapes; stale for a field the frame lacks,
+ * whose shapes are no candidates). */
 struct np_fields {
+	__u64 shapes[NP_CLASS_FIELDS];
 	struct np_field_at at;
 	__u32 class[NP_CLASS_FIELDS][NP_COLUMNS];
 };
@@ -258,6 +261,7 @@ static __always_inline void np_port_classes(struct np_ctx *c, __u8 gen, __u32 of
 		if (!row)
 			return;
 		__builtin_memcpy(fp->class[f], row->class, sizeof(row->class));
+		fp->shapes[f] = row->shapes[f & 1];
 	} else {
 		class = bpf_map_lookup_elem(&port_class, &port);
 		if (!class)
@@ -310,31 +314,50 @@ static __always_inline void np_addr_columns(struct np_fields *fp, __u32 gen, __u
 		return;
 	idx = gen * max_addr_rows + fp->class[f][0];
 	row = bpf_map_lookup_elem(&addr_rows, &idx);
-	if (row)
+	if (row) {
 		__builtin_memcpy(&fp->class[f][1], &row->class[1], sizeof(row->class) - 4);
-	else
+		fp->shapes[f] = row->shapes[f & 1];
+	} else {
 		__builtin_memset(&fp->class[f][1], 0, sizeof(row->class) - 4);
+		fp->shapes[f] = 0;
+	}
 }
 
 /* The shape loop is checked by the verifier once per shape and per path
- * through its body, so its tests are arithmetic, not branches: 1 if `x`
- * is not 0; all ones if bit `bit` of `shape` is set, else 0. The empty
- * asm keeps the compiler from turning them back into branches. */
-static __always_inline __u32 np_nonzero(__u32 x)
+ * through its body, so its tests are arithmetic, not branches: all ones
+ * if bit `bit` of `x` is set, else 0. The empty asm keeps the compiler
+ * from turning it back into a branch. */
+static __always_inline __u32 np_mask(__u32 x, __u32 bit)
 {
-	__u64 t = (__u64)x + 0xffffffffULL;
-
-	asm volatile("" : "+r"(t));
-	return t >> 32;
-}
-
-static __always_inline __u32 np_mask(__u32 shape, __u32 bit)
-{
-	__u32 m = shape >> bit & 1;
+	__u32 m = x >> bit & 1;
 
 	asm volatile("" : "+r"(m));
 	return -m;
 }
+
+/* The shapes (bit i: shape i) that a frame can match: it has their
+ * fields, and a rule of theirs covers its l3, protocol and, where the rows
+ * say, classes. Fields whose rows are not read are left out (row_fields is
+ * constant at load). */
+static __always_inline __u64 np_candidate_shapes(const struct np_rules_config *cfg,
+						 const struct np_fields *fp)
+{
+	__u64 cand = cfg->by_found[fp->at.found & ((1 << NP_FIELDS) - 1)] &
+		     cfg->by_l3[fp->at.l3 & 3] & cfg->by_proto[fp->at.proto];
+	int f;
+
+	for (f = 0; f < NP_CLASS_FIELDS; f++)
+		if (row_fields >> f & 1)
+			cand &= ~cfg->keyed[f] | fp->shapes[f];
+	return cand;
+}
+
+/* Bit index of a 64-bit word with one bit set, by de Bruijn multiply. */
+static const __u8 np_bit_index[64] = {
+	0,  1,	48, 2,	57, 49, 28, 3,	61, 58, 50, 42, 38, 29, 17, 4,	62, 55, 59, 36, 53, 51,
+	43, 22, 45, 39, 33, 30, 24, 18, 12, 5,	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21,
+	44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,	13, 8,	7,  6,
+};
 
 /* The first rule the tables match: one lookup per shape whose fields the
  * frame has, after an array lookup per field present that some shape has
@@ -346,7 +369,8 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	struct np_shape_key key;
 	struct np_rule_ref *ref;
 	struct np_fields *fp;
-	__u32 i, zero = 0;
+	__u32 i, k, zero = 0;
+	__u64 cand;
 
 	fp = bpf_map_lookup_elem(&fields_seen, &zero);
 	if (!fp)
@@ -365,27 +389,28 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	np_addr_columns(fp, gen, 0);
 	np_addr_columns(fp, gen, 1);
 	asm volatile("" ::: "memory");
-	for (i = 0; i < NP_MAX_SHAPES; i++) {
-		const __u8 *column = cfg->column[i];
+	cand = np_candidate_shapes(cfg, fp);
+	for (k = 0; k < NP_MAX_SHAPES; k++) {
 		__u32 src, dst, sport, dport;
+		const __u8 *column;
+		__u64 low;
 		__u8 shape;
 
-		if (i >= cfg->n_shapes)
+		if (!cand)
 			break;
+		low = cand & -cand;
+		cand ^= low;
+		i = np_bit_index[(low * 0x03f79d71b4cb0a89ULL) >> 58] & (NP_MAX_SHAPES - 1);
+		column = cfg->column[i];
 		shape = cfg->shape[i];
-		/* The shape's classes; 0 for a field it keys on means no rule
-		 * of the shape covers it: no match. Columns of a field the
-		 * frame lacks are stale, and `found` masks them. One path for
+		/* The shape's classes. Columns of a field the frame lacks are
+		 * stale, but a shape keyed on it is no candidate. One path for
 		 * rule sets with rows and without: a branch on row_fields here
 		 * made the verifier take twice as many states. */
 		src = fp->class[0][column[0] & (NP_COLUMNS - 1)];
 		dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
 		sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
 		dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
-		if (shape & ~(fp->at.found & (NP_SHAPE_L3 | NP_SHAPE_PROTO | np_nonzero(src) << 2 |
-					   np_nonzero(dst) << 3 | np_nonzero(sport) << 4 |
-					   np_nonzero(dport) << 5)))
-			continue;
 		if (cfg->dense_base[i] != NP_NOT_DENSE) {
 			const __u32 *st = cfg->stride[i];
 			__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->at.l3 * st[0] +

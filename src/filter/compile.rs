@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::addr::AddrTables;
+use super::candidates::{ShapeMasks, CLASS_FIELDS};
 use super::classes::{
     addr_item, block_range, own_classes, port_classes, port_item, prefix_range, PrefixIndex,
     COLUMNS, L3_VALUES, MAX_CELLS_PER_SHAPE,
@@ -93,6 +94,8 @@ pub struct Compiled {
     /// them one by one instead of through the tables (see
     /// [`direct_alternatives`]); empty otherwise.
     pub direct: Vec<(RuleRef, Conjunction)>,
+    /// Which shapes a frame can match, by its fields and classes.
+    pub masks: ShapeMasks,
 }
 
 /// Where a dense shape's cells begin, and each field's stride (l3, proto,
@@ -219,7 +222,8 @@ impl Compiled {
         let mut columns = Vec::new();
         let mut class_counts = Vec::new();
         let mut entries: HashMap<ShapeKey, RuleRef> = HashMap::new();
-        for &shape in &shapes {
+        let mut masks = ShapeMasks::new(&shapes, addr_index.len(), port_index.len());
+        for (i, &shape) in shapes.iter().enumerate() {
             let of_shape = || alternatives().filter(move |(_, _, c)| c.shape() == shape);
             let keyed =
                 [SHAPE_SRC, SHAPE_DST, SHAPE_SPORT, SHAPE_DPORT].map(|bit| shape & bit != 0);
@@ -275,6 +279,12 @@ impl Compiled {
                     2 => port_index.fill_column(&own_sport, rows, *next),
                     _ => port_index.fill_column(&own_dport, rows, *next),
                 }
+                // The shape covers the classes its own column names.
+                for (class, row) in rows.iter().enumerate() {
+                    if row[*next] != 0 {
+                        masks.cover(i, f, class as u32);
+                    }
+                }
             }
             columns.push(column);
             let counts = [0, 1, 2, 3].map(|f| if column[f] != 0 { own[f] } else { global[f] });
@@ -314,6 +324,14 @@ impl Compiled {
                 let dports = c
                     .dport
                     .map_or_else(|| any.clone(), |r| port_within(dport, &r));
+                masks.cover_values(i, c.l3, c.proto);
+                for (f, classes) in [&srcs, &dsts, &sports, &dports].into_iter().enumerate() {
+                    if shape & CLASS_FIELDS[f] != 0 && column[f] == 0 {
+                        for &class in classes {
+                            masks.cover(i, f, class);
+                        }
+                    }
+                }
                 for &s in &srcs {
                     for &d in &dsts {
                         for &sp in &sports {
@@ -377,7 +395,7 @@ impl Compiled {
         } else {
             Vec::new()
         };
-        Ok(Compiled {
+        let mut compiled = Compiled {
             addr: AddrTables::build(&addr_classes)?,
             addr_classes,
             port_classes: port_classes(&port_index.classes()),
@@ -388,9 +406,16 @@ impl Compiled {
             addr_rows,
             port_rows,
             direct,
+            masks,
             ..Default::default()
+        };
+        // A row for every address class where rows tell shapes apart.
+        if compiled.row_fields() & 3 != 0 {
+            compiled
+                .addr_rows
+                .resize(addr_index.len() + 1, [0; COLUMNS]);
         }
-        .with_dense_cells(&class_counts))
+        Ok(compiled.with_dense_cells(&class_counts))
     }
 
     /// How `shape` is stored, if as dense cells.
@@ -468,49 +493,64 @@ impl Compiled {
         self
     }
 
-    /// Bit f: some shape has classes of its own for field f (src, dst,
-    /// sport, dport).
+    /// Bit f: the program reads the rows of field f (src, dst, sport,
+    /// dport), as some shape has classes of its own for it, or the rows'
+    /// masks tell the shapes keyed on it apart.
     pub fn row_fields(&self) -> u32 {
-        self.columns
+        let own = self
+            .columns
             .iter()
             .flat_map(|c| c.iter().enumerate())
             .filter(|(_, column)| **column != 0)
-            .fold(0, |acc, (f, _)| acc | 1 << f)
+            .fold(0, |acc, (f, _)| acc | 1 << f);
+        (0..4)
+            .filter(|&f| self.masks.worth_rows(f))
+            .fold(own, |acc, f| acc | 1 << f)
     }
 
-    /// What the BPF tables do, in Rust: the first table rule a packet with
-    /// these fields matches (programs are not run here).
-    pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
+    /// A frame's fields as the tables see them: those present (NP_SHAPE_*
+    /// bits), and the value or class of each (l3, proto, src, dst, sport,
+    /// dport; 0 where absent, or where no rule covers it).
+    fn frame_classes(&self, p: &PacketFields) -> (u8, [u32; 6]) {
         let addr_class =
             |addr: Option<[u8; 16]>| addr.map_or(0, |a| self.addr.class(p.family, &a, 4));
         let port_class = |port: Option<u16>| -> u32 {
             port.and_then(|port| self.port_classes.get(usize::from(port)).copied())
                 .unwrap_or(0)
         };
-        let classes = [
-            (SHAPE_L3, p.l3.map(u32::from)),
-            (SHAPE_PROTO, p.proto.map(u32::from)),
-            (SHAPE_SRC, Some(addr_class(p.saddr)).filter(|c| *c != 0)),
-            (SHAPE_DST, Some(addr_class(p.daddr)).filter(|c| *c != 0)),
-            (SHAPE_SPORT, Some(port_class(p.sport)).filter(|c| *c != 0)),
-            (SHAPE_DPORT, Some(port_class(p.dport)).filter(|c| *c != 0)),
+        let values = [
+            p.l3.map(u32::from),
+            p.proto.map(u32::from),
+            Some(addr_class(p.saddr)).filter(|c| *c != 0),
+            Some(addr_class(p.daddr)).filter(|c| *c != 0),
+            Some(port_class(p.sport)).filter(|c| *c != 0),
+            Some(port_class(p.dport)).filter(|c| *c != 0),
         ];
-        let found = classes
-            .iter()
-            .filter(|(_, v)| v.is_some())
-            .fold(0u8, |acc, (bit, _)| acc | bit);
-        let value = |bit: u8| {
-            classes
-                .iter()
-                .find(|(b, _)| *b == bit)
-                .and_then(|(_, v)| *v)
-                .unwrap_or(0)
-        };
+        let found = (0..6)
+            .filter(|&f| values[f].is_some())
+            .fold(0u8, |acc, f| acc | 1 << f);
+        (found, values.map(|v| v.unwrap_or(0)))
+    }
+
+    /// The shapes the program probes for a frame (bit i: shape i).
+    pub(super) fn candidates(&self, p: &PacketFields) -> u64 {
+        let (found, [l3, proto, classes @ ..]) = self.frame_classes(p);
+        self.masks
+            .candidates(self.row_fields(), found, l3 as u8, proto as u8, classes)
+    }
+
+    /// What the BPF tables do, in Rust: the first table rule a packet with
+    /// these fields matches (programs are not run here).
+    pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
+        let (_, values) = self.frame_classes(p);
+        let value = |bit: u8| values[bit.trailing_zeros() as usize];
+        let candidates = self.candidates(p);
         self.shapes
             .iter()
             .zip(&self.columns)
-            .filter(|(&shape, _)| shape & !found == 0)
-            .filter_map(|(&shape, columns)| {
+            .enumerate()
+            .filter(|(i, _)| candidates >> i & 1 != 0)
+            .filter_map(|(_, (&shape, columns))| {
                 let pick = |bit: u8| if shape & bit != 0 { value(bit) } else { 0 };
                 // The shape's own class of each field; none: no rule of
                 // the shape covers it.

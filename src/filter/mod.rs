@@ -20,6 +20,7 @@
 //! cost per packet grows with the number of distinct shapes (at most
 //! [`compile::MAX_SHAPES`]), not with the number of rules.
 pub mod addr;
+pub mod candidates;
 pub mod capacity;
 pub mod classes;
 pub mod compile;
@@ -30,6 +31,7 @@ mod grammar_tests;
 pub mod model;
 pub mod pcap;
 pub mod rules_file;
+mod table_types;
 pub mod tables;
 #[cfg(test)]
 mod tests;

@@ -13,168 +13,13 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
 use super::capacity::{Capacity, PORTS};
-use super::classes::COLUMNS;
-use super::compile::{Compiled, RuleRef as CompiledRef, MAX_DIRECT, MAX_SHAPES};
-use super::model::{Conjunction, PortRange, Prefix, Rule};
+use super::compile::{Compiled, MAX_DIRECT, MAX_SHAPES};
+use super::model::Rule;
 use super::pcap::{Insn, MAX_INSNS};
-use crate::kernel::counters::{sum_percpu, Counter};
-
-/// `struct np_addr_key`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct AddrKey {
-    gen: u8,
-    family: u8,
-    len: u8,
-    pad: u8,
-    addr: [u8; 16],
-}
-
-/// `struct np_addr_slot`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct AddrSlot {
-    class: u32,
-    longer: u32,
-    block: u32,
-}
-
-/// `struct np_shape_key`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct ShapeKey {
-    gen: u8,
-    shape: u8,
-    l3: u8,
-    proto: u8,
-    src: u32,
-    dst: u32,
-    sport: u32,
-    dport: u32,
-}
-
-/// `struct np_rule_ref`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct RuleRef {
-    rule: u32,
-    action: u32,
-}
-
-/// `struct np_rules_config`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-struct RulesConfig {
-    n_shapes: u32,
-    fields: u32,
-    n_programs: u32,
-    n_direct: u32,
-    direct: [Direct; MAX_DIRECT],
-    shape: [u8; MAX_SHAPES],
-    dense_base: [u32; MAX_SHAPES],
-    stride: [[u32; 6]; MAX_SHAPES],
-    column: [[u8; 4]; MAX_SHAPES],
-    proto_class: [u8; 256],
-    addr_len: [[u8; MAX_LENS]; 2],
-    addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
-}
-
-/// `struct np_direct`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct Direct {
-    rule: u32,
-    action: u32,
-    need: u32,
-    l3: u8,
-    l3_mask: u8,
-    proto: u8,
-    proto_mask: u8,
-    /// Addresses and masks in network order, as the frame holds them.
-    src: [u8; 4],
-    src_mask: [u8; 4],
-    dst: [u8; 4],
-    dst_mask: [u8; 4],
-    sport_lo: u16,
-    sport_span: u16,
-    dport_lo: u16,
-    dport_span: u16,
-}
-
-impl Direct {
-    fn of(rule: &CompiledRef, c: &Conjunction) -> Direct {
-        let prefix = |p: Option<Prefix>| {
-            p.map_or(([0; 4], [0; 4]), |p| {
-                let mask = addr::mask(p.len)[0];
-                (std::array::from_fn(|i| p.addr[i] & mask[i]), mask)
-            })
-        };
-        let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
-        let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
-        let ((src, src_mask), (dst, dst_mask)) = (prefix(c.src), prefix(c.dst));
-        let ((l3, l3_mask), (proto, proto_mask)) = (byte(c.l3), byte(c.proto));
-        let ((sport_lo, sport_span), (dport_lo, dport_span)) = (range(c.sport), range(c.dport));
-        Direct {
-            rule: rule.rule,
-            action: rule.action as u32,
-            need: u32::from(c.shape()),
-            l3,
-            l3_mask,
-            proto,
-            proto_mask,
-            src,
-            src_mask,
-            dst,
-            dst_mask,
-            sport_lo,
-            sport_span,
-            dport_lo,
-            dport_span,
-        }
-    }
-}
-
-/// `NP_NOT_DENSE`.
-const NOT_DENSE: u32 = u32::MAX;
-
-/// `struct np_class_row`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ClassRow([u32; COLUMNS]);
-
-/// `struct np_program`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Program {
-    rule: u32,
-    action: u32,
-    len: u32,
-    pad: u32,
-    insn: [Insn; MAX_INSNS],
-}
-
-// SAFETY: plain integers and byte arrays with explicit padding fields.
-unsafe impl plain::Plain for AddrKey {}
-unsafe impl plain::Plain for AddrSlot {}
-unsafe impl plain::Plain for ShapeKey {}
-unsafe impl plain::Plain for RuleRef {}
-unsafe impl plain::Plain for RulesConfig {}
-unsafe impl plain::Plain for Direct {}
-unsafe impl plain::Plain for Program {}
-unsafe impl plain::Plain for ClassRow {}
-
-const _: () = {
-    use crate::skel::xdp::types;
-    use std::mem::size_of;
-    assert!(size_of::<AddrKey>() == size_of::<types::np_addr_key>());
-    assert!(size_of::<AddrSlot>() == size_of::<types::np_addr_slot>());
-    assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
-    assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
-    assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
-    assert!(size_of::<Direct>() == size_of::<types::np_direct>());
-    assert!(size_of::<Program>() == size_of::<types::np_program>());
-    assert!(size_of::<ClassRow>() == size_of::<types::np_class_row>());
+use super::table_types::{
+    bytes, AddrKey, AddrSlot, ClassRow, Direct, Program, RuleRef, RulesConfig, ShapeKey, NOT_DENSE,
 };
+use crate::kernel::counters::{sum_percpu, Counter};
 
 /// Writes `zero` (an array map's empty value) at each of `indices`.
 fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -> Result<()> {
@@ -183,11 +28,6 @@ fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -
             .with_context(|| format!("clearing the {what}"))?;
     }
     Ok(())
-}
-
-fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
-    // SAFETY: T is Plain: every byte is initialized, padding is explicit.
-    unsafe { plain::as_bytes(v) }
 }
 
 /// The maps of `rules.h` in one loaded program.
@@ -420,13 +260,18 @@ impl RuleState {
                 .context("writing the dense cells")?;
             written.cells.push(index);
         }
+        let masks = &compiled.masks;
         for (class, row) in compiled.addr_rows.iter().enumerate() {
-            if row.iter().all(|c| *c == 0) {
+            let row = ClassRow {
+                class: *row,
+                shapes: [0, 1].map(|f| masks.row(f, class)),
+            };
+            if row.class.iter().all(|c| *c == 0) && row.shapes == [0; 2] {
                 continue;
             }
             let index = u32::from(gen) * cap.addr_rows + class as u32;
             maps.addr_rows
-                .update(&index.to_ne_bytes(), bytes(&ClassRow(*row)), MapFlags::ANY)
+                .update(&index.to_ne_bytes(), bytes(&row), MapFlags::ANY)
                 .context("writing the shape classes of addresses")?;
             written.addr_rows.push(index);
         }
@@ -443,8 +288,12 @@ impl RuleState {
                     .unwrap_or_default();
                 row[0] = *class;
                 let index = u32::from(gen) * PORTS + port as u32;
+                let row = ClassRow {
+                    class: row,
+                    shapes: [2, 3].map(|f| masks.row(f, *class as usize)),
+                };
                 maps.port_rows
-                    .update(&index.to_ne_bytes(), bytes(&ClassRow(row)), MapFlags::ANY)
+                    .update(&index.to_ne_bytes(), bytes(&row), MapFlags::ANY)
                     .context("writing the shape classes of ports")?;
                 written.port_rows.push(index);
             }
@@ -459,6 +308,10 @@ impl RuleState {
             dense_base: [NOT_DENSE; MAX_SHAPES],
             stride: [[0; 6]; MAX_SHAPES],
             column: [[0; 4]; MAX_SHAPES],
+            by_found: masks.by_found,
+            by_l3: masks.by_l3,
+            by_proto: masks.by_proto,
+            keyed: masks.keyed_in(compiled.row_fields()),
             proto_class: [0; 256],
             addr_len: [[0; MAX_LENS]; 2],
             addr_mask: [[[[0; 4]; 4]; MAX_LENS]; 2],
@@ -526,7 +379,7 @@ impl RuleState {
             bytes(&RuleRef::default()),
             "dense cells",
         )?;
-        let empty_row = ClassRow([0; COLUMNS]);
+        let empty_row = ClassRow::default();
         zero_entries(
             maps.addr_rows,
             &old.addr_rows,

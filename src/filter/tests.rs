@@ -262,6 +262,40 @@ fn mixed_shapes_stay_dense_with_classes_of_their_own() {
     assert_eq!(compiled.columns[1..], [[0; 4], [0; 4]]);
     assert_eq!(compiled.row_fields(), 1 << 3);
     assert!(compiled.addr_rows.is_empty());
+    // Only the shapes with a rule for the frame's values are probed.
+    let frame = |proto, src: &str, dst: &str, dport| PacketFields {
+        l3: Some(L3_IPV4),
+        proto: Some(proto),
+        family: 4,
+        saddr: Some(Prefix::host(src.parse().unwrap()).addr),
+        daddr: Some(Prefix::host(dst.parse().unwrap()).addr),
+        sport: Some(1234),
+        dport: Some(dport),
+    };
+    for (p, probed, rule) in [
+        (
+            frame(PROTO_UDP, "10.39.15.1", "192.0.2.1", 9),
+            0b001,
+            Some(9999),
+        ),
+        (frame(PROTO_UDP, "198.18.0.1", "192.0.2.1", 9), 0, None),
+        (frame(PROTO_TCP, "10.39.15.1", "192.0.2.1", 9), 0, None),
+        (
+            frame(PROTO_TCP, "198.18.0.1", "172.16.0.1", 9),
+            0b010,
+            Some(1),
+        ),
+        (frame(PROTO_UDP, "198.18.0.1", "172.16.0.1", 9), 0, None),
+        (
+            frame(PROTO_UDP, "198.18.0.1", "172.16.0.1", 10_002),
+            0b100,
+            Some(2),
+        ),
+        (frame(PROTO_TCP, "198.18.0.1", "192.0.2.1", 10_002), 0, None),
+    ] {
+        assert_eq!(compiled.candidates(&p), probed, "{p:?}");
+        assert_eq!(compiled.lookup(&p).map(|r| r.rule), rule, "{p:?}");
+    }
 }
 
 #[test]

@@ -1,0 +1,179 @@
+//! The structs of `src/bpf/netprobe.h` that the rule tables hold, mirrored
+//! with `#[repr(C)]` + `plain`; their sizes are checked against the
+//! skeleton's at compile time.
+use super::addr;
+use super::addr::MAX_LENS;
+use super::classes::COLUMNS;
+use super::compile::{RuleRef as CompiledRef, MAX_DIRECT, MAX_SHAPES};
+use super::model::{Conjunction, PortRange, Prefix};
+use super::pcap::{Insn, MAX_INSNS};
+
+/// `struct np_addr_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct AddrKey {
+    pub(super) gen: u8,
+    pub(super) family: u8,
+    pub(super) len: u8,
+    pub(super) pad: u8,
+    pub(super) addr: [u8; 16],
+}
+
+/// `struct np_addr_slot`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct AddrSlot {
+    pub(super) class: u32,
+    pub(super) longer: u32,
+    pub(super) block: u32,
+}
+
+/// `struct np_shape_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ShapeKey {
+    pub(super) gen: u8,
+    pub(super) shape: u8,
+    pub(super) l3: u8,
+    pub(super) proto: u8,
+    pub(super) src: u32,
+    pub(super) dst: u32,
+    pub(super) sport: u32,
+    pub(super) dport: u32,
+}
+
+/// `struct np_rule_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RuleRef {
+    pub(super) rule: u32,
+    pub(super) action: u32,
+}
+
+/// `struct np_rules_config`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RulesConfig {
+    pub(super) n_shapes: u32,
+    pub(super) fields: u32,
+    pub(super) n_programs: u32,
+    pub(super) n_direct: u32,
+    pub(super) direct: [Direct; MAX_DIRECT],
+    pub(super) shape: [u8; MAX_SHAPES],
+    pub(super) dense_base: [u32; MAX_SHAPES],
+    pub(super) stride: [[u32; 6]; MAX_SHAPES],
+    pub(super) column: [[u8; 4]; MAX_SHAPES],
+    pub(super) by_found: [u64; 64],
+    pub(super) by_l3: [u64; 4],
+    pub(super) by_proto: [u64; 256],
+    pub(super) keyed: [u64; 4],
+    pub(super) proto_class: [u8; 256],
+    pub(super) addr_len: [[u8; MAX_LENS]; 2],
+    pub(super) addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
+}
+
+/// `struct np_direct`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Direct {
+    pub(super) rule: u32,
+    pub(super) action: u32,
+    pub(super) need: u32,
+    pub(super) l3: u8,
+    pub(super) l3_mask: u8,
+    pub(super) proto: u8,
+    pub(super) proto_mask: u8,
+    /// Addresses and masks in network order, as the frame holds them.
+    pub(super) src: [u8; 4],
+    pub(super) src_mask: [u8; 4],
+    pub(super) dst: [u8; 4],
+    pub(super) dst_mask: [u8; 4],
+    pub(super) sport_lo: u16,
+    pub(super) sport_span: u16,
+    pub(super) dport_lo: u16,
+    pub(super) dport_span: u16,
+}
+
+impl Direct {
+    pub(super) fn of(rule: &CompiledRef, c: &Conjunction) -> Direct {
+        let prefix = |p: Option<Prefix>| {
+            p.map_or(([0; 4], [0; 4]), |p| {
+                let mask = addr::mask(p.len)[0];
+                (std::array::from_fn(|i| p.addr[i] & mask[i]), mask)
+            })
+        };
+        let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
+        let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
+        let ((src, src_mask), (dst, dst_mask)) = (prefix(c.src), prefix(c.dst));
+        let ((l3, l3_mask), (proto, proto_mask)) = (byte(c.l3), byte(c.proto));
+        let ((sport_lo, sport_span), (dport_lo, dport_span)) = (range(c.sport), range(c.dport));
+        Direct {
+            rule: rule.rule,
+            action: rule.action as u32,
+            need: u32::from(c.shape()),
+            l3,
+            l3_mask,
+            proto,
+            proto_mask,
+            src,
+            src_mask,
+            dst,
+            dst_mask,
+            sport_lo,
+            sport_span,
+            dport_lo,
+            dport_span,
+        }
+    }
+}
+
+/// `NP_NOT_DENSE`.
+pub(super) const NOT_DENSE: u32 = u32::MAX;
+
+/// `struct np_class_row`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(super) struct ClassRow {
+    pub(super) class: [u32; COLUMNS],
+    pub(super) shapes: [u64; 2],
+}
+
+/// `struct np_program`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct Program {
+    pub(super) rule: u32,
+    pub(super) action: u32,
+    pub(super) len: u32,
+    pub(super) pad: u32,
+    pub(super) insn: [Insn; MAX_INSNS],
+}
+
+// SAFETY: plain integers and byte arrays with explicit padding fields.
+unsafe impl plain::Plain for AddrKey {}
+unsafe impl plain::Plain for AddrSlot {}
+unsafe impl plain::Plain for ShapeKey {}
+unsafe impl plain::Plain for RuleRef {}
+unsafe impl plain::Plain for RulesConfig {}
+unsafe impl plain::Plain for Direct {}
+unsafe impl plain::Plain for Program {}
+unsafe impl plain::Plain for ClassRow {}
+
+const _: () = {
+    use crate::skel::xdp::types;
+    use std::mem::size_of;
+    assert!(size_of::<AddrKey>() == size_of::<types::np_addr_key>());
+    assert!(size_of::<AddrSlot>() == size_of::<types::np_addr_slot>());
+    assert!(size_of::<ShapeKey>() == size_of::<types::np_shape_key>());
+    assert!(size_of::<RuleRef>() == size_of::<types::np_rule_ref>());
+    assert!(size_of::<RulesConfig>() == size_of::<types::np_rules_config>());
+    assert!(size_of::<Direct>() == size_of::<types::np_direct>());
+    assert!(size_of::<Program>() == size_of::<types::np_program>());
+    assert!(size_of::<ClassRow>() == size_of::<types::np_class_row>());
+};
+
+/// A mirror's bytes, as a map update takes them.
+pub(super) fn bytes<T: plain::Plain>(v: &T) -> &[u8] {
+    // SAFETY: T is Plain: every byte is initialized, padding is explicit.
+    unsafe { plain::as_bytes(v) }
+}
