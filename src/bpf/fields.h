@@ -103,54 +103,136 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 	f->found |= NP_SHAPE_L3;
 }
 
-/* The first direct alternative (see struct np_direct) the frame matches. */
-static __always_inline struct np_rule_ref np_match_direct(struct np_ctx *c,
-							  const struct np_rules_config *cfg)
+/* Reads the address of `family` (4: one 32-bit word, 6: four; a
+ * constant) at `off` into `addr`, as many whole words as the frame holds:
+ * libpcap compares an address a word at a time and only the words a prefix
+ * masks, so a frame that ends inside an address still matches a prefix
+ * within the words it has. Returns the words read. */
+static __always_inline __u32 np_load_addr_words(struct np_ctx *c, const __u32 family, __u32 off,
+						__u32 addr[4])
+{
+	__u32 words = family == 6 ? 4 : 1;
+	__u8 buf[16], *a = NULL;
+
+	for (; words > 0; words--) {
+		a = np_ptr(c, off, words * 4, buf);
+		if (a)
+			break;
+	}
+	if (words >= 4)
+		__builtin_memcpy(addr, a, 16);
+	else if (words == 3)
+		__builtin_memcpy(addr, a, 12);
+	else if (words == 2)
+		__builtin_memcpy(addr, a, 8);
+	else if (words == 1)
+		__builtin_memcpy(addr, a, 4);
+	return words;
+}
+
+/* The words of the address at `off` for the frame's family (0: none). */
+static __always_inline __u32 np_load_frame_addr(struct np_ctx *c, __u32 family, __u32 off,
+						__u32 addr[4], const __u32 max_words)
+{
+	if (family == 4)
+		return np_load_addr_words(c, 4, off, addr);
+	if (max_words == 4 && family == 6)
+		return np_load_addr_words(c, 6, off, addr);
+	return 0;
+}
+
+/* The frame's fields as the direct path compares them. */
+struct np_direct_fields {
+	__u32 saddr[4], daddr[4];
+	__u32 s_words, d_words, sport, dport, found;
+};
+
+/* Where IPv6 addresses are compared, the fields are read into this per-CPU
+ * value and read back: the ways of reading two addresses of either family,
+ * each cut short anywhere, are then one state for the verifier to check
+ * the loop from, not 50. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct np_direct_fields);
+} direct_seen SEC(".maps");
+
+/* 1 if `have` < `need` (both small), else 0. */
+#define NP_FEWER(have, need) (((have) - (need)) >> 31)
+
+/* The first of the direct alternatives the frame matches, comparing
+ * `words` (a constant: 1 where no alternative is on an IPv6 address, else
+ * 4) of each address. */
+static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
+							  const struct np_rules_config *cfg,
+							  const struct np_field_at *at,
+							  const __u32 words)
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
-	__u32 fields = cfg->fields, saddr = 0, daddr = 0, sport = 0, dport = 0, found, i, w;
-	struct np_field_at at;
-	__u32 *a;
+	struct np_direct_fields local = { .found = at->found }, *f = &local;
+	__u32 fields = cfg->fields, zero = 0, i, w;
 
-	np_locate_fields(c, fields, &at);
-	/* Read back from the stack: kept in registers, they were set again
-	 * on each of the ways np_locate_fields() can end. */
-	asm volatile("" : : "r"(&at) : "memory");
-	found = at.found;
-	/* Only IPv4 addresses: a direct rule set has no IPv6 prefix. */
-	if (at.family == 4) {
-		if (fields & NP_SHAPE_SRC && (a = np_ptr(c, at.saddr, 4, &w))) {
-			saddr = *a;
-			found |= NP_SHAPE_SRC;
-		}
-		if (fields & NP_SHAPE_DST && (a = np_ptr(c, at.daddr, 4, &w))) {
-			daddr = *a;
-			found |= NP_SHAPE_DST;
-		}
+	if (words == 4) {
+		f = bpf_map_lookup_elem(&direct_seen, &zero);
+		if (!f)
+			return best;
+		__builtin_memset(f, 0, sizeof(*f));
+		f->found = at->found;
 	}
-	if (at.ports) {
-		if (fields & NP_SHAPE_SPORT && np_load_be(c, at.ports, 2, &sport))
-			found |= NP_SHAPE_SPORT;
-		if (fields & NP_SHAPE_DPORT && np_load_be(c, at.ports + 2, 2, &dport))
-			found |= NP_SHAPE_DPORT;
+	if (fields & NP_SHAPE_SRC &&
+	    (f->s_words = np_load_frame_addr(c, at->family, at->saddr, f->saddr, words)))
+		f->found |= NP_SHAPE_SRC;
+	if (fields & NP_SHAPE_DST &&
+	    (f->d_words = np_load_frame_addr(c, at->family, at->daddr, f->daddr, words)))
+		f->found |= NP_SHAPE_DST;
+	if (at->ports) {
+		if (fields & NP_SHAPE_SPORT && np_load_be(c, at->ports, 2, &f->sport))
+			f->found |= NP_SHAPE_SPORT;
+		if (fields & NP_SHAPE_DPORT && np_load_be(c, at->ports + 2, 2, &f->dport))
+			f->found |= NP_SHAPE_DPORT;
 	}
+	/* What was written is read back from memory. */
+	if (words == 4)
+		asm volatile("" ::: "memory");
 	for (i = 0; i < NP_MAX_DIRECT; i++) {
 		const struct np_direct *d = &cfg->direct[i];
+		__u32 miss;
 
 		if (i >= cfg->n_direct)
 			break;
 		/* Arithmetic, not a branch per field: the loop's body is
 		 * short, and the verifier checks it once per iteration. */
-		if ((d->need & ~found) | ((d->l3 ^ at.l3) & d->l3_mask) |
-		    ((d->proto ^ at.proto) & d->proto_mask) | ((saddr & d->src_mask) ^ d->src) |
-		    ((daddr & d->dst_mask) ^ d->dst) ||
-		    sport - d->sport_lo > d->sport_span || dport - d->dport_lo > d->dport_span)
+		miss = (d->need & ~f->found) | ((d->l3 ^ at->l3) & d->l3_mask) |
+		       ((d->proto ^ at->proto) & d->proto_mask) |
+		       ((d->family ^ at->family) & d->family_mask) |
+		       NP_FEWER(f->s_words, d->src_words) | NP_FEWER(f->d_words, d->dst_words);
+		for (w = 0; w < words; w++)
+			miss |= ((f->saddr[w] & d->src_mask[w]) ^ d->src[w]) |
+				((f->daddr[w] & d->dst_mask[w]) ^ d->dst[w]);
+		if (miss || f->sport - d->sport_lo > d->sport_span ||
+		    f->dport - d->dport_lo > d->dport_span)
 			continue;
 		best.rule = d->rule;
 		best.action = d->action;
 		break;
 	}
 	return best;
+}
+
+/* The first direct alternative (see struct np_direct) the frame matches. */
+static __always_inline struct np_rule_ref np_match_direct(struct np_ctx *c,
+							  const struct np_rules_config *cfg)
+{
+	struct np_field_at at;
+
+	np_locate_fields(c, cfg->fields, &at);
+	/* Read back from the stack: kept in registers, they were set again
+	 * on each of the ways np_locate_fields() can end. */
+	asm volatile("" : : "r"(&at) : "memory");
+	if (cfg->direct_ipv6)
+		return np_direct_first(c, cfg, &at, 4);
+	return np_direct_first(c, cfg, &at, 1);
 }
 
 #endif /* NETPROBE_FIELDS_H */

@@ -157,20 +157,23 @@ struct np_class_row {
 	__u64 shapes[2];
 };
 
-/* A rule set of at most NP_MAX_DIRECT alternatives, none on an IPv6
- * address, is matched field by field against the config itself, without
- * the tables' lookups: what one rule or a few cost. */
+/* A rule set of at most NP_MAX_DIRECT alternatives is matched field by
+ * field against the config itself, without the tables' lookups: what one
+ * rule or a few cost. */
 #define NP_MAX_DIRECT 8
 
 /* One alternative: the fields in `need` (NP_SHAPE_*) must be present, and
  * each equal to the alternative's under its mask (0 for a field it does not
- * constrain), ports within `lo` and `lo + span`. */
+ * constrain), ports within `lo` and `lo + span`. An address is compared a
+ * 32-bit word at a time; the frame must hold the `words` its prefix masks
+ * (at least one), of the address family `family` (under `family_mask`). */
 struct np_direct {
 	__u32 rule;
 	__u32 action;
 	__u32 need;
 	__u8 l3, l3_mask, proto, proto_mask;
-	__u32 src, src_mask, dst, dst_mask; /* network order */
+	__u8 family, family_mask, src_words, dst_words;
+	__u32 src[4], src_mask[4], dst[4], dst_mask[4]; /* network order */
 	__u16 sport_lo, sport_span, dport_lo, dport_span;
 };
 
@@ -179,6 +182,8 @@ struct np_rules_config {
 	__u32 fields; /* the OR of all shapes (or direct alternatives): which fields are read */
 	__u32 n_programs;
 	__u32 n_direct; /* if not 0, direct[] holds the table rules, in rule order */
+	__u32 direct_ipv6; /* some direct alternative is on an IPv6 address */
+	__u32 pad;
 	struct np_direct direct[NP_MAX_DIRECT];
 	__u8 shape[NP_MAX_SHAPES];
 	/* A shape whose classes have few combinations has a cell for each in

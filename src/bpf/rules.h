@@ -179,29 +179,14 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, __u32 fa
 		.key = { .gen = gen, .family = family },
 		.gen = gen,
 		.fam = family == 6,
-		.words = family == 6 ? 4 : 1,
 	};
 	const struct np_addr_slot *slot;
 	const __u8 *bytes = (const __u8 *)p.addr;
 	__u32 idx, *entry;
-	__u8 buf[16], *a;
 
-	for (; p.words > 0; p.words--) {
-		a = np_ptr(c, off, p.words * 4, buf);
-		if (a)
-			break;
-	}
-	if (p.words >= 4) {
-		__builtin_memcpy(p.addr, a, 16);
-	} else if (p.words == 3) {
-		__builtin_memcpy(p.addr, a, 12);
-	} else if (p.words == 2) {
-		__builtin_memcpy(p.addr, a, 8);
-	} else if (p.words == 1) {
-		__builtin_memcpy(p.addr, a, 4);
-	} else {
+	p.words = np_load_addr_words(c, family, off, p.addr);
+	if (!p.words)
 		return 0;
-	}
 	idx = (gen * 2 + p.fam) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];
 	slot = bpf_map_lookup_elem(&addr_slots, &idx);
 	if (!slot)

@@ -127,18 +127,12 @@ impl Dense {
 }
 
 /// The alternatives the BPF program compares one by one: all of them, if
-/// there are at most [`MAX_DIRECT`] and none is on an IPv6 address (the
-/// direct path reads IPv4 addresses only); else none, and the tables match.
+/// there are at most [`MAX_DIRECT`]; else none, and the tables match.
 fn direct_alternatives(
     alternatives: impl Iterator<Item = (RuleRef, Conjunction)>,
 ) -> Vec<(RuleRef, Conjunction)> {
     let all: Vec<_> = alternatives.take(MAX_DIRECT + 1).collect();
-    let ipv4_only = all
-        .iter()
-        .flat_map(|(_, c)| [c.src, c.dst])
-        .flatten()
-        .all(|p| p.family == 4);
-    if all.len() <= MAX_DIRECT && ipv4_only {
+    if all.len() <= MAX_DIRECT {
         all
     } else {
         Vec::new()

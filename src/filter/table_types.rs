@@ -58,6 +58,8 @@ pub(super) struct RulesConfig {
     pub(super) fields: u32,
     pub(super) n_programs: u32,
     pub(super) n_direct: u32,
+    pub(super) direct_ipv6: u32,
+    pub(super) pad: u32,
     pub(super) direct: [Direct; MAX_DIRECT],
     pub(super) shape: [u8; MAX_SHAPES],
     pub(super) dense_base: [u32; MAX_SHAPES],
@@ -83,11 +85,15 @@ pub(super) struct Direct {
     pub(super) l3_mask: u8,
     pub(super) proto: u8,
     pub(super) proto_mask: u8,
+    pub(super) family: u8,
+    pub(super) family_mask: u8,
+    pub(super) src_words: u8,
+    pub(super) dst_words: u8,
     /// Addresses and masks in network order, as the frame holds them.
-    pub(super) src: [u8; 4],
-    pub(super) src_mask: [u8; 4],
-    pub(super) dst: [u8; 4],
-    pub(super) dst_mask: [u8; 4],
+    pub(super) src: [[u8; 4]; 4],
+    pub(super) src_mask: [[u8; 4]; 4],
+    pub(super) dst: [[u8; 4]; 4],
+    pub(super) dst_mask: [[u8; 4]; 4],
     pub(super) sport_lo: u16,
     pub(super) sport_span: u16,
     pub(super) dport_lo: u16,
@@ -96,15 +102,27 @@ pub(super) struct Direct {
 
 impl Direct {
     pub(super) fn of(rule: &CompiledRef, c: &Conjunction) -> Direct {
+        // The words a prefix masks, at least one (as the tables read it).
         let prefix = |p: Option<Prefix>| {
-            p.map_or(([0; 4], [0; 4]), |p| {
-                let mask = addr::mask(p.len)[0];
-                (std::array::from_fn(|i| p.addr[i] & mask[i]), mask)
+            p.map_or(([[0; 4]; 4], [[0; 4]; 4], 0), |p| {
+                let mask = addr::mask(p.len);
+                let words = p.len.div_ceil(32).max(1);
+                let addr = std::array::from_fn(|w| {
+                    std::array::from_fn(|i| p.addr[4 * w + i] & mask[w][i])
+                });
+                (addr, mask, words)
             })
+        };
+        // An alternative on addresses of two families matches no frame.
+        let (family, family_mask, impossible) = match (c.src, c.dst) {
+            (Some(s), Some(d)) => (s.family, u8::MAX, s.family != d.family),
+            (Some(p), None) | (None, Some(p)) => (p.family, u8::MAX, false),
+            (None, None) => (0, 0, false),
         };
         let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
         let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
-        let ((src, src_mask), (dst, dst_mask)) = (prefix(c.src), prefix(c.dst));
+        let ((src, src_mask, src_words), (dst, dst_mask, dst_words)) =
+            (prefix(c.src), prefix(c.dst));
         let ((l3, l3_mask), (proto, proto_mask)) = (byte(c.l3), byte(c.proto));
         let ((sport_lo, sport_span), (dport_lo, dport_span)) = (range(c.sport), range(c.dport));
         Direct {
@@ -115,6 +133,11 @@ impl Direct {
             l3_mask,
             proto,
             proto_mask,
+            family,
+            family_mask,
+            // More words than any address has.
+            src_words: if impossible { 5 } else { src_words },
+            dst_words,
             src,
             src_mask,
             dst,

@@ -303,6 +303,15 @@ impl RuleState {
             fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
             n_programs: compiled.programs.len() as u32,
             n_direct: compiled.direct.len() as u32,
+            direct_ipv6: u32::from(
+                compiled
+                    .direct
+                    .iter()
+                    .flat_map(|(_, c)| [c.src, c.dst])
+                    .flatten()
+                    .any(|p| p.family == 6),
+            ),
+            pad: 0,
             direct: [Direct::default(); MAX_DIRECT],
             shape: [0; MAX_SHAPES],
             dense_base: [NOT_DENSE; MAX_SHAPES],
