@@ -344,9 +344,9 @@ static const __u8 np_bit_index[64] = {
 	44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,	13, 8,	7,  6,
 };
 
-/* The first rule the tables match: one lookup per shape whose fields the
- * frame has, after an array lookup per field present that some shape has
- * classes of its own for. */
+/* The first rule the tables match: one lookup per shape the frame can
+ * match (np_candidate_shapes()), after an array lookup per field present
+ * whose rows the program reads. */
 static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u32 gen,
 							  const struct np_rules_config *cfg)
 {

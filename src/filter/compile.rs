@@ -219,8 +219,7 @@ impl Compiled {
         let mut masks = ShapeMasks::new(&shapes, addr_index.len(), port_index.len());
         for (i, &shape) in shapes.iter().enumerate() {
             let of_shape = || alternatives().filter(move |(_, _, c)| c.shape() == shape);
-            let keyed =
-                [SHAPE_SRC, SHAPE_DST, SHAPE_SPORT, SHAPE_DPORT].map(|bit| shape & bit != 0);
+            let keyed = CLASS_FIELDS.map(|bit| shape & bit != 0);
             let own_addrs = |pick: fn(&Conjunction) -> Option<Prefix>| {
                 PrefixIndex::new(of_shape().filter_map(|(_, _, c)| pick(c)).map(addr_item))
             };
@@ -526,19 +525,22 @@ impl Compiled {
         (found, values.map(|v| v.unwrap_or(0)))
     }
 
-    /// The shapes the program probes for a frame (bit i: shape i).
-    pub(super) fn candidates(&self, p: &PacketFields) -> u64 {
-        let (found, [l3, proto, classes @ ..]) = self.frame_classes(p);
-        self.masks
-            .candidates(self.row_fields(), found, l3 as u8, proto as u8, classes)
+    /// The shapes the program probes for a frame (bit i: shape i), and
+    /// the frame's values and classes (as [`Self::frame_classes`]).
+    pub(super) fn candidates(&self, p: &PacketFields) -> (u64, [u32; 6]) {
+        let (found, values) = self.frame_classes(p);
+        let [l3, proto, classes @ ..] = values;
+        let probed =
+            self.masks
+                .candidates(self.row_fields(), found, l3 as u8, proto as u8, classes);
+        (probed, values)
     }
 
     /// What the BPF tables do, in Rust: the first table rule a packet with
     /// these fields matches (programs are not run here).
     pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
-        let (_, values) = self.frame_classes(p);
+        let (candidates, values) = self.candidates(p);
         let value = |bit: u8| values[bit.trailing_zeros() as usize];
-        let candidates = self.candidates(p);
         self.shapes
             .iter()
             .zip(&self.columns)
@@ -548,7 +550,7 @@ impl Compiled {
                 let pick = |bit: u8| if shape & bit != 0 { value(bit) } else { 0 };
                 // The shape's own class of each field; none: no rule of
                 // the shape covers it.
-                let mut local = [SHAPE_SRC, SHAPE_DST, SHAPE_SPORT, SHAPE_DPORT].map(pick);
+                let mut local = CLASS_FIELDS.map(pick);
                 let rows = [
                     &self.addr_rows,
                     &self.addr_rows,

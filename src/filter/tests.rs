@@ -293,7 +293,7 @@ fn mixed_shapes_stay_dense_with_classes_of_their_own() {
         ),
         (frame(PROTO_TCP, "198.18.0.1", "192.0.2.1", 10_002), 0, None),
     ] {
-        assert_eq!(compiled.candidates(&p), probed, "{p:?}");
+        assert_eq!(compiled.candidates(&p).0, probed, "{p:?}");
         assert_eq!(compiled.lookup(&p).map(|r| r.rule), rule, "{p:?}");
     }
 }
