@@ -332,10 +332,18 @@ fn test_run_section() {
                 last_net_frame(1),
             ),
             (
-                "netprobe `--drop`, one libpcap program (`src net 10.0.0.0/8 and not tcp`)"
+                "netprobe `--drop`, one rule with `not` (`src net 10.0.0.0/8 and not tcp`): \
+                 clauses, compared directly"
                     .to_string(),
                 1,
                 parsed(["src net 10.0.0.0/8 and not tcp".to_string()].into_iter()),
+                last_net_frame(1),
+            ),
+            (
+                "netprobe `--drop`, one libpcap program (`src net 10.0.0.0/8 and len >= 60`)"
+                    .to_string(),
+                1,
+                parsed(["src net 10.0.0.0/8 and len >= 60".to_string()].into_iter()),
                 last_net_frame(1),
             ),
         ])
@@ -410,8 +418,8 @@ The mixed set's rule i is, by i mod 3: that rule; `{}`; `{}`. \
 xdp-tools' `xdpfilt_dny_all.o` runs with its maps empty, on the same frames; xdp-filter, as \
 deployed, with the mixed set's host and port entries, its matching frame one to a port it denies \
 (on this host libxdp loads it without its dispatcher: the kernel refuses the dispatcher's \
-freplace programs, as it refuses fentry). A rule set of at most 8 alternatives on IPv4 \
-addresses is compared field by field, not looked up; \"through the tables\" is the same set \
+freplace programs, as it refuses fentry). A rule set of at most 8 alternatives or clauses \
+is compared field by field, not looked up; \"through the tables\" is the same set \
 matched as a larger one is, for the like-for-like comparison.\n",
         rule_text(0).replace("10.0.0.0", "10.<i/256>.<i%256>.0"),
         mixed_text(1).replace("172.16.0.1", "172.16.<i/256>.<i%256>"),

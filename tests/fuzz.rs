@@ -651,13 +651,13 @@ fn reference_program(rule: &str) -> Result<Vec<Insn>, String> {
 }
 
 /// The rules' meaning, tcpdump's: the first rule whose libpcap program
-/// accepts the frame. A rule the tables hold looks through up to two VLAN
+/// accepts the frame. A rule made of fields looks through up to two VLAN
 /// tags (README: where netprobe differs from tcpdump), so its reference is
 /// the frame without them.
 fn first_match(rules: &[Rule], programs: &[Vec<Insn>], frame: &[u8]) -> Option<usize> {
     let plain = untagged(frame);
     rules.iter().zip(programs).position(|(rule, program)| {
-        let seen = if rule.program.is_none() {
+        let seen = if rule.looks_through_vlan() {
             &plain[..]
         } else {
             frame
@@ -686,7 +686,7 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
     let mut storage = MaybeUninit::uninit();
     let skel = load(&mut storage, &opts).expect("loading the XDP program with rules");
     let mut state = RuleState::new(opts.rules.unwrap());
-    let (mut matched, mut checked, mut direct_sets) = (0, 0, 0);
+    let (mut matched, mut checked, mut direct_sets, mut clause_sets) = (0, 0, 0, 0);
     for set in 0..RULE_SETS {
         let rules: Vec<Rule> = (0..1 + rng.below(12))
             .filter_map(|_| parse(&random_rule(&mut rng), Action::Drop).ok())
@@ -708,6 +708,7 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
         }
         .unwrap();
         direct_sets += usize::from(!compiled.direct.is_empty());
+        clause_sets += usize::from(compiled.programs.iter().any(|p| p.held));
         let texts: Vec<&str> = rules.iter().map(|r| r.text.as_str()).collect();
         state
             .install(&rule_tables(&skel), &rules, &compiled)
@@ -731,8 +732,13 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
         }
     }
     eprintln!(
-        "fuzz: {checked} frames against {RULE_SETS} rule sets ({direct_sets} matched directly), \
-         {matched} matched, seed {seed}"
+        "fuzz: {checked} frames against {RULE_SETS} rule sets ({direct_sets} matched directly, \
+         {clause_sets} of them with clauses), {matched} matched, seed {seed}"
+    );
+    assert!(
+        clause_sets > RULE_SETS / 40,
+        "the generator should give the direct path clauses (`not`, `or` of different fields): \
+         {clause_sets} of {RULE_SETS} sets"
     );
     assert!(
         direct_sets > RULE_SETS / 10,

@@ -15,7 +15,7 @@
  *   static __always_inline bool np_load_uncopied(void *ctx, __u64 off,
  *                                                __u8 buf[4], __u32 size);
  * which reads `size` (1 to 4) bytes at `off` of the frame as the copy has it
- * from the hook's own context, for the rare read past the copy: tcpdump reads a frame as far as it goes. Needs netprobe.h. */
+ * from the hook's own context, for the rare read past the copy: tcpdump reads a frame as far as it goes. Needs parse.h first. */
 #ifndef NETPROBE_CBPF_H
 #define NETPROBE_CBPF_H
 
@@ -80,8 +80,26 @@ struct np_cbpf_vm {
 	__u32 caplen;  /* bytes of the frame in frame_copy */
 	__u32 wirelen; /* the frame's length: what `len` loads */
 	__u32 result;  /* what the program returned; 0: no match */
-	void *ctx;     /* the hook's context, for reads past the copy */
+	/* The frame's VLAN tags (up to two), for a program flagged
+	 * NP_PROGRAM_UNTAGGED: their bytes | how many of those the frame
+	 * holds << 8; and NP_SKIP_HELD. One word: the stack of three calls
+	 * is at its limit on 6.1. */
+	__u32 tags;
+	void *ctx;      /* the hook's context, for reads past the copy */
 };
+
+#define NP_ETH_ADDRS_LEN 12
+/* np_cbpf_vm.tags: programs flagged NP_PROGRAM_HELD are skipped. */
+#define NP_SKIP_HELD (1U << 16)
+
+/* A program's view of the frame (0: the frame as it is; else the tags'
+ * bytes it leaves out after the MAC addresses | how many of those the
+ * frame holds << 8). */
+static __always_inline __u32 np_cbpf_view(const struct np_cbpf_vm *vm,
+					  const struct np_program *prog)
+{
+	return prog->flags & NP_PROGRAM_UNTAGGED ? vm->tags & 0xffff : 0;
+}
 
 /* The running program returned `result` (0 when a load failed): stops on
  * a match, else goes on with the next program; returns 1 to stop. */
@@ -114,16 +132,24 @@ static __always_inline long np_cbpf_end(struct np_cbpf_vm *vm, __u32 result)
 	return 0;
 }
 
-/* Loads `size` (1, 2 or 4) bytes at `off`, big-endian; false when they lie
- * beyond the frame, which ends the program with 0 as in the kernel and in
- * libpcap. Bytes past the copy are read from the hook's context. */
-static __always_inline bool np_cbpf_load(const struct np_cbpf_vm *vm, __u64 off, __u32 size,
-					 __u32 *out)
+/* Loads `size` (1, 2 or 4) bytes at `off` of the program's view of the
+ * frame, big-endian; false when they lie beyond the frame, which ends the
+ * program with 0 as in the kernel and in libpcap. Bytes past the copy are
+ * read from the hook's context. */
+static __always_inline bool np_cbpf_load(const struct np_cbpf_vm *vm, __u32 view, __u64 off,
+					 __u32 size, __u32 *out)
 {
 	struct np_frame_copy *f;
 	__u32 zero = 0;
 	__u8 *p, buf[4];
 
+	if (view) {
+		/* No program of a rule of fields reads across the tags. */
+		if (off < NP_ETH_ADDRS_LEN && off + size > NP_ETH_ADDRS_LEN)
+			return false;
+		if (off >= NP_ETH_ADDRS_LEN)
+			off += view & 0xff;
+	}
 	if (off + size > vm->wirelen)
 		return false;
 	if (off + size > vm->caplen || off > NP_FRAME_COPY - 4) {
@@ -163,7 +189,7 @@ static long np_cbpf_step(__u64 index, void *data)
 	struct np_cbpf_vm *vm = data;
 	const struct np_program *prog;
 	const struct np_cbpf_insn *in;
-	__u32 pc = vm->pc, v = 0, operand, size, result = 0;
+	__u32 pc = vm->pc, v = 0, operand, size, result = 0, view;
 	bool to_x = false;
 	__u16 code;
 	__u64 off;
@@ -171,6 +197,10 @@ static long np_cbpf_step(__u64 index, void *data)
 	prog = bpf_map_lookup_elem(&programs, &vm->key);
 	if (!prog || pc >= NP_PROGRAM_INSNS || pc >= prog->len)
 		return 1;
+	/* Only a hook with the direct path (NP_DIRECT_MATCH) skips any. */
+	if (NP_DIRECT_MATCH && !pc && prog->flags & NP_PROGRAM_HELD && vm->tags & NP_SKIP_HELD)
+		goto end;
+	view = np_cbpf_view(vm, prog);
 	in = &prog->insn[pc];
 	code = in->code;
 	vm->pc = pc + 1;
@@ -192,7 +222,7 @@ static long np_cbpf_step(__u64 index, void *data)
 			vm->a = vm->mem[in->k & 15];
 			return 0;
 		case 0x80: /* BPF_LEN */
-			vm->a = vm->wirelen;
+			vm->a = vm->wirelen - (view >> 8);
 			return 0;
 		default:
 			goto end;
@@ -207,7 +237,7 @@ static long np_cbpf_step(__u64 index, void *data)
 			vm->x = vm->mem[in->k & 15];
 			return 0;
 		case 0x80:
-			vm->x = vm->wirelen;
+			vm->x = vm->wirelen - (view >> 8);
 			return 0;
 		case 0xa0: /* BPF_MSH: 4 * (P[k] & 0xf) */
 			off = in->k;
@@ -298,7 +328,7 @@ static long np_cbpf_step(__u64 index, void *data)
 	}
 	/* The loads, in one place: its code is inlined once. A failed one
 	 * ends the program with 0. */
-	if (!np_cbpf_load(vm, off, size, &v))
+	if (!np_cbpf_load(vm, view, off, size, &v))
 		goto end;
 	if (to_x)
 		vm->x = (v & 0xf) << 2;
@@ -311,11 +341,12 @@ end:
 }
 
 /* Runs the programs in slots `first` to `last`, in order, up to the first
- * that accepts the copied frame, skipping none but stopping at the first of
- * a rule at or after `before`. Returns that rule and its action in `*ref`,
- * if one matched. */
+ * that accepts the copied frame, skipping those flagged NP_PROGRAM_HELD if
+ * `skip_held`, and stopping at the first of a rule at or after `before`.
+ * Returns that rule and its action in `*ref`, if one matched. */
 static __always_inline bool np_cbpf_first(void *ctx, __u32 first, __u32 last, __u32 before,
-					  __u32 caplen, __u32 wirelen, struct np_rule_ref *ref)
+					  __u32 caplen, __u32 wirelen, __u32 skip_held,
+					  struct np_rule_ref *ref)
 {
 	struct np_cbpf_vm vm = {
 		.key = first,
@@ -326,9 +357,25 @@ static __always_inline bool np_cbpf_first(void *ctx, __u32 first, __u32 last, __
 		.ctx = ctx,
 	};
 	const struct np_program *prog = bpf_map_lookup_elem(&programs, &first);
+	__u32 zero = 0, off, type, i, bytes = 0, held;
+	struct np_frame_copy *f = bpf_map_lookup_elem(&frame_copy, &zero);
 
-	if (!prog || prog->rule >= before)
+	if (!prog || !f || prog->rule >= before)
 		return false;
+	/* The tags a rule of fields looks through, as np_locate_fields()
+	 * does, read from the copy, which holds them if the frame does: a
+	 * tag cut short leaves the view its first 12 bytes. */
+	for (i = 0; i < NP_MAX_VLAN_TAGS; i++) {
+		off = NP_ETH_ADDRS_LEN + i * 4;
+		if (off + 2 > caplen)
+			break;
+		type = (__u32)f->data[off] << 8 | f->data[off + 1];
+		if (type != NP_ETH_P_8021Q && type != NP_ETH_P_8021AD)
+			break;
+		bytes += 4;
+	}
+	held = wirelen < NP_ETH_ADDRS_LEN + bytes ? wirelen - NP_ETH_ADDRS_LEN : bytes;
+	vm.tags = bytes | held << 8 | (skip_held ? NP_SKIP_HELD : 0);
 	bpf_loop(NP_MAX_PROGRAMS * NP_PROGRAM_INSNS, np_cbpf_step, &vm, 0);
 	if (!vm.result)
 		return false;

@@ -35,7 +35,14 @@ struct np_field_at {
 	 * small. */
 	__u8 saddr, daddr;
 	__u16 ports;
+	/* How long the frame must be for every field libpcap's program for
+	 * a rule of these fields may read (NP_CUT: longer than any frame):
+	 * a shorter frame is cut short, and a read past its end makes
+	 * libpcap reject it, which `not` does not undo. */
+	__u32 end;
 };
+
+#define NP_CUT 0xffffffffU
 
 #define NP_ETH_P_RARP 0x8035
 #define NP_IPPROTO_SCTP 132
@@ -45,13 +52,18 @@ static __always_inline bool np_has_ports(__u32 proto)
 	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
 }
 
-/* Finds the fields of `fields` (NP_SHAPE_* bits: those some rule uses). */
-static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, struct np_field_at *f)
+/* Finds the fields of `fields` (NP_SHAPE_* bits: those some rule uses),
+ * and if `want_end` (a constant: the direct path's, where clauses are
+ * held) how long the frame must be not to be cut short. */
+static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, struct np_field_at *f,
+					     const bool want_end)
 {
 	__u32 type, l = 12, v, frag, ihl;
 	int i;
 
 	__builtin_memset(f, 0, sizeof(*f));
+	if (want_end)
+		f->end = NP_CUT;
 	if (!np_load_be(c, l, 2, &type))
 		return;
 	for (i = 0; i < NP_MAX_VLAN_TAGS; i++) {
@@ -77,6 +89,8 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 			    np_load_be(c, l, 1, &ihl))
 				f->ports = l + (ihl & 0xf) * 4;
 		}
+		if (want_end)
+			f->end = f->ports && f->ports + 4 > l + 20 ? f->ports + 4 : l + 20;
 	} else if (type == NP_ETH_P_IPV6) {
 		f->l3 = NP_MATCH_IPV6;
 		f->family = 6;
@@ -87,6 +101,8 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 			 * header; its port test does not. */
 			if (np_has_ports(v))
 				f->ports = l + 40;
+			if (want_end)
+				f->end = f->ports || v == NP_IPPROTO_FRAGMENT ? l + 44 : l + 40;
 			if (v != NP_IPPROTO_FRAGMENT || np_load_be(c, l + 40, 1, &v)) {
 				f->proto = v;
 				f->found |= NP_SHAPE_PROTO;
@@ -97,7 +113,12 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 		f->family = 4;
 		f->saddr = l + 14;
 		f->daddr = l + 24;
+		if (want_end)
+			f->end = l + 28;
 	} else {
+		/* Nothing past the EtherType is read. */
+		if (want_end)
+			f->end = l;
 		return;
 	}
 	f->found |= NP_SHAPE_L3;
@@ -160,18 +181,23 @@ struct {
 
 /* 1 if `have` < `need` (both small), else 0. */
 #define NP_FEWER(have, need) (((have) - (need)) >> 31)
+/* 1 if `x` (32 bits) is not 0, else 0. */
+#define NP_NONZERO(x) (((x) | -(x)) >> 31)
+/* 1 if `x` > `y` (both 32 bits), else 0. */
+#define NP_ABOVE(x, y) ((__u32)(((__u64)(y) - (__u64)(x)) >> 63))
 
-/* The first of the direct alternatives the frame matches, comparing
- * `words` (a constant: 1 where no alternative is on an IPv6 address, else
- * 4) of each address. */
+/* The rule of the first direct clause the frame matches, comparing
+ * `words` (a constant: 1 where no comparison is on an IPv6 address, else
+ * 4) of each address; on a frame `cut` short (0 or 1), the clauses of
+ * rules whose programs run instead are skipped. */
 static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 							  const struct np_rules_config *cfg,
 							  const struct np_field_at *at,
-							  const __u32 words)
+							  const __u32 words, __u32 cut)
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_direct_fields local = { .found = at->found }, *f = &local;
-	__u32 fields = cfg->fields, zero = 0, i, w;
+	__u32 fields = cfg->fields, zero = 0, i, w, fail = 0;
 
 	if (words == 4) {
 		f = bpf_map_lookup_elem(&direct_seen, &zero);
@@ -210,29 +236,40 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 		for (w = 0; w < words; w++)
 			miss |= ((f->saddr[w] & d->src_mask[w]) ^ d->src[w]) |
 				((f->daddr[w] & d->dst_mask[w]) ^ d->dst[w]);
-		if (miss || f->sport - d->sport_lo > d->sport_span ||
-		    f->dport - d->dport_lo > d->dport_span)
+		miss |= NP_ABOVE(f->sport - d->sport_lo, d->sport_span) |
+			NP_ABOVE(f->dport - d->dport_lo, d->dport_span);
+		/* The clause fails where the frame fails a comparison: all
+		 * arithmetic, so that the verifier meets the same state at
+		 * the top of every iteration. */
+		fail |= (NP_NONZERO(miss) ^ d->negate) | (d->held & cut);
+		if (!d->end)
 			continue;
-		best.rule = d->rule;
-		best.action = d->action;
-		break;
+		if (!fail) {
+			best.rule = d->rule;
+			best.action = d->action;
+			break;
+		}
+		fail = 0;
 	}
 	return best;
 }
 
-/* The first direct alternative (see struct np_direct) the frame matches. */
+/* The rule of the first direct clause (see struct np_direct) the frame of
+ * `len` bytes matches; `*cut`: whether the frame is cut short. */
 static __always_inline struct np_rule_ref np_match_direct(struct np_ctx *c,
-							  const struct np_rules_config *cfg)
+							  const struct np_rules_config *cfg,
+							  __u32 len, __u32 *cut)
 {
 	struct np_field_at at;
 
-	np_locate_fields(c, cfg->fields, &at);
+	np_locate_fields(c, cfg->fields, &at, true);
 	/* Read back from the stack: kept in registers, they were set again
 	 * on each of the ways np_locate_fields() can end. */
 	asm volatile("" : : "r"(&at) : "memory");
+	*cut = len < at.end;
 	if (cfg->direct_ipv6)
-		return np_direct_first(c, cfg, &at, 4);
-	return np_direct_first(c, cfg, &at, 1);
+		return np_direct_first(c, cfg, &at, 4, *cut);
+	return np_direct_first(c, cfg, &at, 1, *cut);
 }
 
 #endif /* NETPROBE_FIELDS_H */

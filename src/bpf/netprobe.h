@@ -162,15 +162,20 @@ struct np_class_row {
  * rule or a few cost. */
 #define NP_MAX_DIRECT 8
 
-/* One alternative: the fields in `need` (NP_SHAPE_*) must be present, and
- * each equal to the alternative's under its mask (0 for a field it does not
+/* One comparison: the fields in `need` (NP_SHAPE_*) must be present, and
+ * each equal to the comparison's under its mask (0 for a field it does not
  * constrain), ports within `lo` and `lo + span`. An address is compared a
  * 32-bit word at a time; the frame must hold the `words` its prefix masks
- * (at least one), of the address family `family` (under `family_mask`). */
+ * (at least one), of the address family `family` (under `family_mask`).
+ * A clause (src/filter/compile.rs: DirectTest) is one or more in a row:
+ * the frame matches each, or with `negate` does not; the last (`end`)
+ * gives the rule. `held`: of a rule whose program runs instead on a frame
+ * cut short. */
 struct np_direct {
 	__u32 rule;
 	__u32 action;
 	__u32 need;
+	__u8 negate, end, held, pad;
 	__u8 l3, l3_mask, proto, proto_mask;
 	__u8 family, family_mask, src_words, dst_words;
 	__u32 src[4], src_mask[4], dst[4], dst_mask[4]; /* network order */
@@ -182,8 +187,8 @@ struct np_rules_config {
 	__u32 fields; /* the OR of all shapes (or direct alternatives): which fields are read */
 	__u32 n_programs;
 	__u32 n_direct; /* if not 0, direct[] holds the table rules, in rule order */
-	__u32 direct_ipv6; /* some direct alternative is on an IPv6 address */
-	__u32 pad;
+	__u32 direct_ipv6; /* some direct comparison is on an IPv6 address */
+	__u32 held_programs; /* programs of rules the direct path holds */
 	struct np_direct direct[NP_MAX_DIRECT];
 	__u8 shape[NP_MAX_SHAPES];
 	/* A shape whose classes have few combinations has a cell for each in
@@ -224,11 +229,18 @@ struct np_cbpf_insn {
 
 /* One rule as the program libpcap compiled for it. Slots are filled in
  * rule order. */
+/* np_program.flags: the rule is made of fields, and its program reads the
+ * frame without its VLAN tags (up to two), as the tables do; the direct
+ * path holds the rule, and where it runs the program runs only on frames
+ * cut short. */
+#define NP_PROGRAM_UNTAGGED 1
+#define NP_PROGRAM_HELD 2
+
 struct np_program {
 	__u32 rule;   /* index in the rule list */
 	__u32 action; /* enum np_action */
 	__u32 len;    /* instructions */
-	__u32 pad;
+	__u32 flags;  /* NP_PROGRAM_* */
 	struct np_cbpf_insn insn[NP_PROGRAM_INSNS];
 };
 

@@ -12,14 +12,15 @@
 #define NETPROBE_RULES_H
 
 #include "netprobe.h"
-#include "cbpf.h"
-#include "fields.h"
 
 /* Whether the hook takes the direct path (fields.h) for a rule set that
  * has one; the tables always hold the whole rule set too. */
 #ifndef NP_DIRECT_MATCH
 #define NP_DIRECT_MATCH 0
 #endif
+
+#include "cbpf.h"
+#include "fields.h"
 
 /* Capacities are set by user space before load. */
 /* Address slots: (generation * 2 + family index) * 65536 + leading 16 bits. */
@@ -264,7 +265,7 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
 
 	/* Not the shape columns: `found` says which are this frame's. */
 	f->class[0][0] = f->class[1][0] = f->class[2][0] = f->class[3][0] = 0;
-	np_locate_fields(c, fields, &f->at);
+	np_locate_fields(c, fields, &f->at, false);
 	ports = f->at.ports;
 	if (!ports)
 		return;
@@ -424,17 +425,17 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 
 /* The libpcap programs in slots `first` to `last` of rules before
  * `before`, run over the frame's copy (and, past it, the hook's context
- * `ctx`): the first match's rule << 32 | its
- * action, or NP_ACTION_NONE. The hook's np_programs() runs this, inline or
+ * `ctx`), but for those the direct path held if `skip_held`: the first
+ * match's rule << 32 | its action, or NP_ACTION_NONE. The hook's np_programs() runs this, inline or
  * in a function of its own; `nested` says np_match() is in one already,
  * where another would take the stack of one more frame. */
 static __always_inline __u64 np_programs_run(struct np_ctx *c, void *ctx, __u32 first,
-					     __u32 last, __u32 before, __u32 len)
+					     __u32 last, __u32 before, __u32 len, __u32 skip_held)
 {
 	struct np_rule_ref ref;
 	__u32 caplen = np_snapshot(c, len);
 
-	if (!caplen || !np_cbpf_first(ctx, first, last, before, caplen, len, &ref))
+	if (!caplen || !np_cbpf_first(ctx, first, last, before, caplen, len, skip_held, &ref))
 		return NP_ACTION_NONE;
 	return (__u64)ref.rule << 32 | ref.action;
 }
@@ -447,7 +448,7 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_rules_config *cfg;
 	struct np_counter *hits;
-	__u32 zero = 0, gen, idx, n;
+	__u32 zero = 0, gen, idx, n, cut = 1;
 	__u32 *active;
 
 	active = bpf_map_lookup_elem(&rules_active, &zero);
@@ -458,13 +459,15 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	if (!cfg)
 		return NP_ACTION_NONE;
 	if (NP_DIRECT_MATCH && cfg->n_direct)
-		best = np_match_direct(c, cfg);
+		best = np_match_direct(c, cfg, len, &cut);
 	else if (cfg->n_shapes)
 		best = np_match_tables(c, gen, cfg);
 	n = cfg->n_programs;
-	if (n && n <= NP_MAX_PROGRAMS) {
+	/* Where the direct path ran on a frame not cut short, the programs
+	 * of the rules it holds need not run. */
+	if (n && n <= NP_MAX_PROGRAMS && (cut || cfg->held_programs < n)) {
 		__u64 found = np_programs(c, gen * max_programs, gen * max_programs + n - 1,
-					  best.rule, len, nested);
+					  best.rule, len, !cut, nested);
 
 		if ((__u32)found != NP_ACTION_NONE) {
 			best.rule = found >> 32;

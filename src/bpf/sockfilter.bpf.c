@@ -50,7 +50,7 @@ static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len)
 }
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len, const bool nested);
+					 __u32 before, __u32 len, __u32 skip_held, const bool nested);
 static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 #include "parse.h"
@@ -80,7 +80,7 @@ __noinline __u64 np_sock_programs(struct __sk_buff *skb, __u32 first, __u32 last
 
 	if (!skb || !np_copied_ctx(&c, skb, caplen, np_wire_len(skb)))
 		return NP_ACTION_NONE;
-	return np_programs_run(&c, skb, first, last, before, c.len);
+	return np_programs_run(&c, skb, first, last, before, c.len, 0);
 }
 
 /* A read past the copy (a GRO or GSO frame can be 64 KiB): from the
@@ -95,9 +95,10 @@ static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], 
 
 /* Always the global function: the socket filter's frames are small enough
  * for 6.1's stack limit to take it inside np_match_rules (the kernel matrix
- * loads it), so `nested` does not matter here. */
+ * loads it), so `nested` does not matter here; with no direct path, it
+ * never skips a program (`skip_held` is 0). */
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len, const bool nested)
+					 __u32 before, __u32 len, __u32 skip_held, const bool nested)
 {
 	return np_sock_programs(c->skb, first, last, before, c->caplen);
 }

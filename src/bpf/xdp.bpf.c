@@ -41,7 +41,7 @@ static __always_inline void *np_ptr(struct np_ctx *c, __u32 off, __u32 len, void
 struct np_frame_copy;
 static __always_inline __u32 np_snapshot(struct np_ctx *c, __u32 len);
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len, const bool nested);
+					 __u32 before, __u32 len, __u32 skip_held, const bool nested);
 static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 /* A few rules cost less compared one by one than looked up (fields.h). */
@@ -53,21 +53,22 @@ static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], 
  * every state of the program around it. The call costs about 10 ns where
  * returns are mitigated, paid only by rule sets that have programs; the
  * tables are matched inline. */
-__noinline __u64 np_xdp_programs(struct xdp_md *ctx, __u32 first, __u32 last, __u32 before)
+__noinline __u64 np_xdp_programs(struct xdp_md *ctx, __u32 first, __u32 last, __u32 before,
+				 __u32 skip_held)
 {
 	struct np_ctx c = np_ctx_of(ctx);
 
 	if (!ctx)
 		return NP_ACTION_NONE;
-	return np_programs_run(&c, ctx, first, last, before, c.data_end - c.data);
+	return np_programs_run(&c, ctx, first, last, before, c.data_end - c.data, skip_held);
 }
 
 static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 last,
-					 __u32 before, __u32 len, const bool nested)
+					 __u32 before, __u32 len, __u32 skip_held, const bool nested)
 {
 	if (nested)
-		return np_programs_run(c, c->xdp, first, last, before, len);
-	return np_xdp_programs(c->xdp, first, last, before);
+		return np_programs_run(c, c->xdp, first, last, before, len, skip_held);
+	return np_xdp_programs(c->xdp, first, last, before, skip_held);
 }
 
 /* Copies the frame's head into frame_copy for a libpcap program (cbpf.h). */

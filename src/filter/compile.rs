@@ -17,8 +17,11 @@ use super::classes::{
     addr_item, block_range, own_classes, port_classes, port_item, prefix_range, PrefixIndex,
     COLUMNS, L3_VALUES, MAX_CELLS_PER_SHAPE,
 };
+use super::direct::direct_tests;
+pub use super::direct::{DirectTest, MAX_DIRECT};
+pub use super::model::RuleRef;
 use super::model::{
-    Action, Conjunction, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3,
+    Conjunction, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3,
     SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC,
 };
 use super::pcap::Insn;
@@ -27,10 +30,6 @@ use super::pcap::Insn;
 pub const MAX_SHAPES: usize = 64;
 /// Hash entries a rule set may compile into.
 pub const MAX_ENTRIES: usize = 4 << 20;
-/// Table alternatives a rule set may have and still be matched directly
-/// (`NP_MAX_DIRECT`): one comparison each per packet, where the tables
-/// cost a lookup per field and per shape.
-pub const MAX_DIRECT: usize = 8;
 /// Rules a rule set may hold as libpcap programs (`NP_MAX_PROGRAMS`): each
 /// costs its run time on every packet that no earlier rule matched.
 pub const MAX_PROGRAMS: usize = 64;
@@ -45,13 +44,6 @@ pub struct ShapeKey {
     pub dst: u32,
     pub sport: u32,
     pub dport: u32,
-}
-
-/// What a hash entry points at: the first rule with that key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RuleRef {
-    pub rule: u32,
-    pub action: Action,
 }
 
 /// A rule set compiled into table entries (generation-free; the maps
@@ -70,7 +62,7 @@ pub struct Compiled {
     pub shapes: Vec<u8>,
     pub entries: HashMap<ShapeKey, RuleRef>,
     /// Rules matched by their libpcap program, in rule order.
-    pub programs: Vec<(RuleRef, Vec<Insn>)>,
+    pub programs: Vec<RuleProgram>,
     /// How each shape (in `shapes` order) is stored: as dense cells, or
     /// (None) in the hash.
     pub dense: Vec<Option<Dense>>,
@@ -90,10 +82,10 @@ pub struct Compiled {
     pub addr_rows: Vec<[u32; COLUMNS]>,
     /// The same by port class.
     pub port_rows: Vec<[u32; COLUMNS]>,
-    /// Every table alternative in rule order, when the BPF program matches
-    /// them one by one instead of through the tables (see
-    /// [`direct_alternatives`]); empty otherwise.
-    pub direct: Vec<(RuleRef, Conjunction)>,
+    /// Every table alternative and clause in rule order, when the BPF
+    /// program compares them one by one instead of using the tables (see
+    /// [`direct_tests`]); empty otherwise.
+    pub direct: Vec<DirectTest>,
     /// Which shapes a frame can match, by its fields and classes.
     pub masks: ShapeMasks,
 }
@@ -126,17 +118,17 @@ impl Dense {
     }
 }
 
-/// The alternatives the BPF program compares one by one: all of them, if
-/// there are at most [`MAX_DIRECT`]; else none, and the tables match.
-fn direct_alternatives(
-    alternatives: impl Iterator<Item = (RuleRef, Conjunction)>,
-) -> Vec<(RuleRef, Conjunction)> {
-    let all: Vec<_> = alternatives.take(MAX_DIRECT + 1).collect();
-    if all.len() <= MAX_DIRECT {
-        all
-    } else {
-        Vec::new()
-    }
+/// A rule's libpcap program, as the BPF program runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleProgram {
+    pub rule: RuleRef,
+    pub insns: Vec<Insn>,
+    /// The rule is made of fields: its program sees the frame without
+    /// its VLAN tags, as the tables and the direct path do.
+    pub untagged: bool,
+    /// The direct path holds the rule's clauses: where it runs, the
+    /// program runs only on frames cut short.
+    pub held: bool,
 }
 
 /// Dense cells a rule set may take in all.
@@ -356,15 +348,25 @@ impl Compiled {
                 }
             }
         }
-        let programs: Vec<(RuleRef, Vec<Insn>)> = rules
+        let direct = if layout == Layout::Best {
+            direct_tests(rules)
+        } else {
+            Vec::new()
+        };
+        let programs: Vec<RuleProgram> = rules
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                let rule = RuleRef {
-                    rule: i as u32,
-                    action: r.action,
-                };
-                r.program.clone().map(|p| (rule, p))
+                let insns = r.program.clone()?;
+                Some(RuleProgram {
+                    rule: RuleRef {
+                        rule: i as u32,
+                        action: r.action,
+                    },
+                    insns,
+                    untagged: r.looks_through_vlan(),
+                    held: !direct.is_empty() && !r.clauses.is_empty(),
+                })
             })
             .collect();
         if programs.len() > MAX_PROGRAMS {
@@ -375,19 +377,6 @@ impl Compiled {
             ));
         }
         let addr_classes = addr_index.classes();
-        let direct = if layout == Layout::Best {
-            direct_alternatives(alternatives().map(|(rule, action, c)| {
-                (
-                    RuleRef {
-                        rule: rule as u32,
-                        action,
-                    },
-                    *c,
-                )
-            }))
-        } else {
-            Vec::new()
-        };
         let mut compiled = Compiled {
             addr: AddrTables::build(&addr_classes)?,
             addr_classes,

@@ -1,10 +1,11 @@
-//! The tables' grammar: a rule made only of fields, as the alternatives
-//! ("conjunctions") the tables hold; `Err` for anything else, which then
+//! The fields' grammar: a rule made only of fields, as the alternatives
+//! ("conjunctions") the tables hold, or as clauses with `not` the direct
+//! path holds (see [`FieldRule`]); `Err` for anything else, which then
 //! goes to libpcap.
 //!
 //! ```text
 //! rule      := term (("and" | "&&" | "or" | "||") (term | VALUE))*
-//! term      := "(" rule ")" | primitive
+//! term      := "(" rule ")" | ("not" | "!") term | primitive
 //! primitive := tcp | udp | sctp | icmp | icmp6 | igmp | gre | esp | ah
 //!            | arp | rarp | ip | ip6 | [ip|ip6] proto N
 //!            | [ip|ip6|arp|rarp] [src|dst|src or dst] host ADDR | ... net CIDR
@@ -15,12 +16,14 @@
 //! the left (`A or B and C` is `(A or B) and C`); `tcp port 80` is one
 //! primitive, `tcp and port 80`, and `ip host X` is `ip and host X`; a bare
 //! VALUE after `and`/`or` takes the qualifiers of the primitive before it
-//! (`host A or B`, `tcp port 80 or 443`). A VALUE just inside or after
-//! parentheses is left to libpcap, whose rules for it are subtler.
+//! (`host A or B`, `tcp port 80 or 443`); `not` binds tighter than both.
+//! A VALUE just inside or after parentheses, or after a negated term, is
+//! left to libpcap, whose rules for it are subtler.
 use std::net::IpAddr;
 
+use super::boolean::{both, clauses, either, negation, qualify};
 use super::model::{
-    Conjunction, PortRange, Prefix, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_AH, PROTO_ESP,
+    Clause, Conjunction, PortRange, Prefix, L3_ARP, L3_IPV4, L3_IPV6, L3_RARP, PROTO_AH, PROTO_ESP,
     PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_IGMP, PROTO_IPV6_FRAGMENT, PROTO_SCTP, PROTO_TCP,
     PROTO_UDP,
 };
@@ -162,38 +165,6 @@ fn protocol_word(word: &str) -> Option<Conjunction> {
     })
 }
 
-/// `a and b`: both constraints at once, or `None` if no packet can meet both.
-fn conjoin(a: &Conjunction, b: &Conjunction) -> Option<Conjunction> {
-    fn same<T: PartialEq + Copy>(x: Option<T>, y: Option<T>) -> Option<Option<T>> {
-        match (x, y) {
-            (Some(x), Some(y)) if x != y => None,
-            (x, y) => Some(x.or(y)),
-        }
-    }
-    fn narrower(x: Option<Prefix>, y: Option<Prefix>) -> Option<Option<Prefix>> {
-        match (x, y) {
-            (Some(x), Some(y)) if x.within(&y) => Some(Some(x)),
-            (Some(x), Some(y)) if y.within(&x) => Some(Some(y)),
-            (Some(_), Some(_)) => None,
-            (x, y) => Some(x.or(y)),
-        }
-    }
-    fn overlap(x: Option<PortRange>, y: Option<PortRange>) -> Option<Option<PortRange>> {
-        match (x, y) {
-            (Some(x), Some(y)) => x.intersect(y).map(Some),
-            (x, y) => Some(x.or(y)),
-        }
-    }
-    Some(Conjunction {
-        l3: same(a.l3, b.l3)?,
-        proto: same(a.proto, b.proto)?,
-        src: narrower(a.src, b.src)?,
-        dst: narrower(a.dst, b.dst)?,
-        sport: overlap(a.sport, b.sport)?,
-        dport: overlap(a.dport, b.dport)?,
-    })
-}
-
 /// How many words a direction takes at the start of `words`: `src`,
 /// `dst`, `src or dst` (libpcap's default: either), or none.
 fn direction_words(words: &[Word<'_>]) -> usize {
@@ -221,32 +192,6 @@ fn qualifies(qualifier: &str, words: &[Word<'_>]) -> bool {
     }
 }
 
-/// `a and b` over alternatives: every consistent pair, and whether any
-/// pair was not.
-fn both(a: &[Conjunction], b: &[Conjunction]) -> (Vec<Conjunction>, bool) {
-    let (mut out, mut dropped) = (Vec::new(), false);
-    for x in a {
-        for y in b {
-            match conjoin(x, y) {
-                Some(c) if !out.contains(&c) => out.push(c),
-                Some(_) => {}
-                None => dropped = true,
-            }
-        }
-    }
-    (out, dropped)
-}
-
-/// `a or b` over alternatives.
-fn either(mut a: Vec<Conjunction>, b: Vec<Conjunction>) -> Vec<Conjunction> {
-    for c in b {
-        if !a.contains(&c) {
-            a.push(c);
-        }
-    }
-    a
-}
-
 /// What a primitive with a value was qualified by, for a bare value after
 /// it (libpcap's `host A or B`).
 #[derive(Clone, Copy)]
@@ -262,10 +207,12 @@ struct Parser<'a> {
     at: usize,
     /// The qualifiers a bare value takes here, if it may have any.
     last: Option<Qualifiers<'a>>,
-    /// The column of the first `or`.
-    first_or: Option<usize>,
+    /// Whether the rule has an `or`.
+    or: bool,
     /// Whether a term was dropped for contradicting another.
     dropped: bool,
+    /// Whether the rule has a `not`.
+    negated: bool,
 }
 
 /// The words of a rule with parentheses split off, as libpcap's lexer
@@ -305,7 +252,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Terms joined by `and`/`or`, from the left, up to a `)` or the end.
-    fn rule(&mut self) -> Result<Vec<Conjunction>, RuleError> {
+    fn rule(&mut self) -> Result<Vec<Clause>, RuleError> {
         let mut alternatives = self.term(false)?;
         while let Some(op) = self.peek() {
             let (op, column) = (op.text, op.column);
@@ -330,7 +277,7 @@ impl<'a> Parser<'a> {
                 self.dropped |= dropped;
                 alternatives
             } else {
-                self.first_or.get_or_insert(column);
+                self.or = true;
                 either(alternatives, next)
             };
             if alternatives.len() > MAX_ALTERNATIVES_PER_RULE {
@@ -346,9 +293,9 @@ impl<'a> Parser<'a> {
         Ok(alternatives)
     }
 
-    /// A parenthesized rule, a primitive, or (after `and`/`or`) a bare
-    /// value that takes the last primitive's qualifiers.
-    fn term(&mut self, after_operator: bool) -> Result<Vec<Conjunction>, RuleError> {
+    /// A parenthesized rule, a negated term, a primitive, or (after
+    /// `and`/`or`) a bare value that takes the last primitive's qualifiers.
+    fn term(&mut self, after_operator: bool) -> Result<Vec<Clause>, RuleError> {
         let Some(word) = self.peek() else {
             return Err(self.err("the rule ends inside parentheses".into(), None));
         };
@@ -366,10 +313,25 @@ impl<'a> Parser<'a> {
                 Ok(inner)
             }
             ")" => Err(self.err("')' closes nothing".into(), Some(column))),
-            "not" | "!" => Err(self.err(
-                format!("'{text}' is beyond the tables' language"),
-                Some(column),
-            )),
+            "not" | "!" => {
+                self.at += 1;
+                if self.peek().is_none() {
+                    return Err(self.err(format!("the rule ends after '{text}'"), Some(column)));
+                }
+                self.negated = true;
+                let inner = self.term(false)?;
+                // A bare value after a negated term is left to libpcap.
+                self.last = None;
+                negation(&inner, MAX_ALTERNATIVES_PER_RULE).ok_or_else(|| {
+                    self.err(
+                        format!(
+                            "the rule expands into more than {MAX_ALTERNATIVES_PER_RULE} \
+                             alternatives of the tables' fields"
+                        ),
+                        Some(column),
+                    )
+                })
+            }
             _ if after_operator && !starts_primitive(text) => {
                 let Some(q) = self.last else {
                     return Err(self.err(
@@ -378,9 +340,9 @@ impl<'a> Parser<'a> {
                     ));
                 };
                 self.at += 1;
-                self.qualified(q, text, column)
+                self.qualified(q, text, column).map(clauses)
             }
-            _ => self.primitive(),
+            _ => self.primitive().map(clauses),
         }
     }
 
@@ -399,7 +361,7 @@ impl<'a> Parser<'a> {
         };
         // libpcap refuses `ip6 host 10.0.0.1` (while `ip6 and host
         // 10.0.0.1` only never matches), so the whole rule is refused.
-        let (qualified, _) = both(&[protocol], &alternatives);
+        let qualified = qualify(&protocol, &alternatives);
         if let Some(reason) = qualified.iter().find_map(|c| c.normalize().err()) {
             return Err(self.err(
                 format!(
@@ -489,7 +451,7 @@ impl<'a> Parser<'a> {
                     ..Default::default()
                 }];
                 Ok(match protocol.and_then(protocol_word) {
-                    Some(p) => both(&[p], &alternatives).0,
+                    Some(p) => qualify(&p, &alternatives),
                     None => alternatives.to_vec(),
                 })
             }
@@ -516,45 +478,63 @@ fn starts_primitive(word: &str) -> bool {
         )
 }
 
-/// The rule as alternatives of the tables' fields; `Err` when it uses
-/// anything else, or can never match.
-pub(super) fn table_alternatives(text: &str) -> Result<Vec<Conjunction>, RuleError> {
+/// A rule made only of fields, as the tables or the direct path hold it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FieldRule {
+    /// Alternatives the tables hold: no `not`, and an `or` only of terms
+    /// reading the same fields ([`read_alike`]).
+    Table(Vec<Conjunction>),
+    /// Any other: clauses the direct path matches on frames long enough
+    /// for every field libpcap's program may read, with that program for
+    /// the others.
+    Clauses(Vec<Clause>),
+}
+
+/// The rule as fields: `Err` when it uses anything else, or can never match.
+pub(super) fn field_rule(text: &str) -> Result<FieldRule, RuleError> {
     let mut parser = Parser {
         text,
         tokens: tokens(text),
         at: 0,
         last: None,
-        first_or: None,
+        or: false,
         dropped: false,
+        negated: false,
     };
     if parser.tokens.is_empty() {
-        return Ok(vec![Conjunction::default()]);
+        return Ok(FieldRule::Table(vec![Conjunction::default()]));
     }
-    let alternatives = parser.rule()?;
+    let parsed = parser.rule()?;
     if let Some(extra) = parser.peek() {
         return Err(parser.err("')' closes nothing".into(), Some(extra.column)));
     }
     let mut last_reason = String::from("its terms contradict each other");
-    let count = alternatives.len();
-    let alternatives: Vec<Conjunction> = alternatives
+    let count = parsed.len();
+    // A clause whose `must` no packet meets is dropped; a `must_not` no
+    // packet meets rules nothing out.
+    let parsed: Vec<Clause> = parsed
         .into_iter()
-        .filter_map(|c| c.normalize().map_err(|e| last_reason = e).ok())
+        .filter_map(|c| {
+            let must = c.must.normalize().map_err(|e| last_reason = e).ok()?;
+            let must_not = c
+                .must_not
+                .into_iter()
+                .filter(|n| n.normalize().is_ok())
+                .collect();
+            Some(Clause { must, must_not })
+        })
         .collect();
-    if alternatives.is_empty() {
+    if parsed.is_empty() {
         return Err(parser.err(format!("the rule can never match: {last_reason}"), None));
     }
-    if let Some(column) = parser.first_or {
-        if parser.dropped || alternatives.len() < count || !read_alike(&alternatives) {
-            return Err(parser.err(
-                "an 'or' of terms that read different fields is left to libpcap: on a frame \
-                 cut short, what tcpdump matches then depends on the order its program reads \
-                 them in"
-                    .into(),
-                Some(column),
-            ));
-        }
+    if parser.negated || parsed.iter().any(|c| !c.must_not.is_empty()) {
+        return Ok(FieldRule::Clauses(parsed));
     }
-    Ok(alternatives)
+    let alternatives: Vec<Conjunction> = parsed.iter().map(|c| c.must).collect();
+    if parser.or && (parser.dropped || alternatives.len() < count || !read_alike(&alternatives)) {
+        return Ok(FieldRule::Clauses(parsed));
+    }
+    Ok(FieldRule::Table(alternatives))
 }
 
 /// Whether every alternative reads the same fields of a frame of its

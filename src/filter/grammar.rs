@@ -4,7 +4,7 @@
 //! The tables hold rules of their grammar ([`super::field_rules`]); every
 //! other expression goes to libpcap ([`super::pcap`]), which also judges
 //! its validity as tcpdump does.
-use super::field_rules::table_alternatives;
+use super::field_rules::{field_rule, FieldRule};
 use super::model::{Action, Rule};
 use super::pcap;
 use super::words::{words, RuleError};
@@ -15,7 +15,8 @@ pub const MAX_RULE_BYTES: usize = 64 << 10;
 /// Parses and validates one rule. The empty rule matches every packet.
 ///
 /// A rule the tables can hold becomes table alternatives; any other is
-/// compiled by libpcap, which then also decides whether it is valid.
+/// compiled by libpcap, which then also decides whether it is valid, and
+/// if made only of fields also becomes clauses for the direct path.
 pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
     let err = |message: String, column: Option<usize>| RuleError {
         rule: text.to_string(),
@@ -31,36 +32,62 @@ pub fn parse(text: &str, action: Action) -> Result<Rule, RuleError> {
             None,
         ));
     }
-    let (alternatives, program) = match table_alternatives(text) {
-        Ok(alternatives) => (alternatives, None),
-        Err(table_error) => match pcap::compile(text) {
-            Ok(program) => {
-                pcap::validate(&program).map_err(|m| err(m, None))?;
-                (Vec::new(), Some(program))
-            }
-            Err(m) if m == pcap::MISSING => {
-                return Err(err(
-                    format!("{}; {m}", table_error.message),
-                    table_error.column,
-                ))
-            }
-            Err(m) => {
-                let m = m.trim_start_matches("can't parse filter expression: ");
-                let column = if m.starts_with("syntax error") {
-                    syntax_error_column(text)
-                } else {
-                    quoted_word_column(text, m)
-                };
-                return Err(err(m.to_string(), column.or(table_error.column)));
-            }
-        },
+    let (clauses, table_error) = match field_rule(text) {
+        Ok(FieldRule::Table(alternatives)) => {
+            return Ok(Rule {
+                text: normalized(text),
+                action,
+                alternatives,
+                program: None,
+                clauses: Vec::new(),
+            })
+        }
+        Ok(FieldRule::Clauses(clauses)) => (clauses, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let program = match pcap::compile(text) {
+        Ok(program) => {
+            pcap::validate(&program).map_err(|m| err(m, None))?;
+            program
+        }
+        // A rule of clauses needs its program for frames cut short.
+        Err(m) if m == pcap::MISSING => {
+            let (message, column) = table_error.map_or_else(
+                || {
+                    (
+                        "the rule has 'not', or an 'or' of different fields".to_string(),
+                        None,
+                    )
+                },
+                |e| (e.message, e.column),
+            );
+            return Err(err(format!("{message}; {m}"), column));
+        }
+        Err(m) => {
+            let m = m.trim_start_matches("can't parse filter expression: ");
+            let column = if m.starts_with("syntax error") {
+                syntax_error_column(text)
+            } else {
+                quoted_word_column(text, m)
+            };
+            return Err(err(
+                m.to_string(),
+                column.or(table_error.and_then(|e| e.column)),
+            ));
+        }
     };
     Ok(Rule {
-        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+        text: normalized(text),
         action,
-        alternatives,
-        program,
+        alternatives: Vec::new(),
+        program: Some(program),
+        clauses,
     })
+}
+
+/// The rule's words, one space apart.
+fn normalized(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The column of the word a libpcap message quotes ('word'), if the rule

@@ -103,10 +103,11 @@ fn boolean_combinations_compile_into_alternatives() {
         assert_eq!(got, want, "{short}");
     }
     assert_eq!(drop_rule("tcp or udp or tcp").alternatives.len(), 2);
-    // Left to libpcap: an `or` whose terms read different fields (on a
+    // Not for the tables: an `or` whose terms read different fields (on a
     // frame cut short, tcpdump's answer then depends on its program's
-    // order), `not`, and values whose qualifiers libpcap takes from across
-    // parentheses.
+    // order) and `not` become clauses, matched directly on whole frames;
+    // values whose qualifiers libpcap takes from across parentheses or a
+    // `not` are left to libpcap.
     for text in [
         "host 198.18.0.1 or 198.18.0.2",
         "port 80 or 443",
@@ -117,11 +118,21 @@ fn boolean_combinations_compile_into_alternatives() {
         "icmp and dst port 9 or udp and dst port 9",
         "not tcp",
         "tcp or ! udp",
+        "! (host 10.0.0.1 or port 53) and tcp",
+    ] {
+        assert!(
+            matches!(field_rule(text), Ok(FieldRule::Clauses(_))),
+            "{text}"
+        );
+    }
+    for text in [
         "host 10.0.0.1 and (10.0.0.2 or 10.0.0.3)",
         "(src host 10.0.0.1) or 10.0.0.2",
         "tcp or 80",
+        "not host 10.0.0.1 or 10.0.0.2",
+        "host 10.0.0.1 and not 10.0.0.2",
     ] {
-        assert!(table_alternatives(text).is_err(), "{text}");
+        assert!(field_rule(text).is_err(), "{text}");
     }
 }
 
@@ -147,7 +158,7 @@ fn either_direction_expands() {
 }
 
 fn table_error(text: &str) -> String {
-    table_alternatives(text).unwrap_err().to_string()
+    field_rule(text).unwrap_err().to_string()
 }
 
 /// What the tables cannot hold is said precisely, with a column: that is
@@ -178,7 +189,7 @@ fn table_errors_name_the_word_and_column() {
     assert!(table_error("net 10.0.0.0/33").contains("prefix length from 0 to 32"));
     assert!(table_error("port 70000").contains("not a port"));
     assert!(table_error("portrange 9-1").contains("empty range"));
-    assert!(table_error("not tcp").contains("'not' is beyond the tables' language"));
+    assert!(table_error("tcp and not").contains("the rule ends after 'not' at column 9"));
     assert!(table_error("src").contains("'src' needs host"));
 }
 
@@ -276,6 +287,6 @@ fn qualified_primitives_are_table_rules() {
         assert!(drop_rule(word).program.is_none(), "{word}");
     }
     for text in ["proto 44", "ip6 proto 44", "tcp host 1.2.3.4", "ip port 80"] {
-        assert!(table_alternatives(text).is_err(), "{text}");
+        assert!(field_rule(text).is_err(), "{text}");
     }
 }

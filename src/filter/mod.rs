@@ -20,10 +20,12 @@
 //! cost per packet grows with the number of distinct shapes (at most
 //! [`compile::MAX_SHAPES`]), not with the number of rules.
 pub mod addr;
+pub mod boolean;
 pub mod candidates;
 pub mod capacity;
 pub mod classes;
 pub mod compile;
+pub mod direct;
 pub mod field_rules;
 pub mod grammar;
 #[cfg(test)]

@@ -49,6 +49,14 @@ impl Action {
     }
 }
 
+/// A rule by its place in the rule set, and its action: what a table
+/// entry or a direct comparison points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub rule: u32,
+    pub action: Action,
+}
+
 /// An address prefix: family 4 or 6, address bytes, prefix length in bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
@@ -233,14 +241,46 @@ impl Conjunction {
     }
 }
 
+/// One alternative of a rule made of fields that the tables cannot hold
+/// (a `not`, or an `or` of terms reading different fields): a packet
+/// matches it if it matches `must` and none of `must_not`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Clause {
+    pub must: Conjunction,
+    pub must_not: Vec<Conjunction>,
+}
+
+impl Clause {
+    /// Whether a packet with these fields matches, reading every field
+    /// as present or absent: what libpcap's program says of a frame that
+    /// holds every field the program reads.
+    pub fn matches(&self, p: &PacketFields) -> bool {
+        self.must.matches(p) && !self.must_not.iter().any(|c| c.matches(p))
+    }
+}
+
 /// A parsed rule: its text, its action, and what it matches: the
 /// alternatives the tables hold, or else the program libpcap compiled.
+/// A rule with a program that is made only of fields also has it as
+/// `clauses`: the direct path matches it by them on every frame long
+/// enough for each field libpcap's program may read, and runs the program
+/// (on the frame without its VLAN tags) on the others, where a read past
+/// the end makes libpcap reject the frame even under `not`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub text: String,
     pub action: Action,
     pub alternatives: Vec<Conjunction>,
     pub program: Option<Vec<Insn>>,
+    pub clauses: Vec<Clause>,
+}
+
+impl Rule {
+    /// Whether the rule looks through up to two VLAN tags (README: where
+    /// netprobe differs from tcpdump): every rule made of fields does.
+    pub fn looks_through_vlan(&self) -> bool {
+        self.program.is_none() || !self.clauses.is_empty()
+    }
 }
 
 /// The fields of one packet that the tables look at, each `None` when the

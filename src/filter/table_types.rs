@@ -4,8 +4,8 @@
 use super::addr;
 use super::addr::MAX_LENS;
 use super::classes::COLUMNS;
-use super::compile::{RuleRef as CompiledRef, MAX_DIRECT, MAX_SHAPES};
-use super::model::{Conjunction, PortRange, Prefix};
+use super::compile::{DirectTest, MAX_DIRECT, MAX_SHAPES};
+use super::model::{PortRange, Prefix};
 use super::pcap::{Insn, MAX_INSNS};
 
 /// `struct np_addr_key`.
@@ -59,7 +59,7 @@ pub(super) struct RulesConfig {
     pub(super) n_programs: u32,
     pub(super) n_direct: u32,
     pub(super) direct_ipv6: u32,
-    pub(super) pad: u32,
+    pub(super) held_programs: u32,
     pub(super) direct: [Direct; MAX_DIRECT],
     pub(super) shape: [u8; MAX_SHAPES],
     pub(super) dense_base: [u32; MAX_SHAPES],
@@ -81,6 +81,10 @@ pub(super) struct Direct {
     pub(super) rule: u32,
     pub(super) action: u32,
     pub(super) need: u32,
+    pub(super) negate: u8,
+    pub(super) end: u8,
+    pub(super) held: u8,
+    pub(super) pad: u8,
     pub(super) l3: u8,
     pub(super) l3_mask: u8,
     pub(super) proto: u8,
@@ -101,7 +105,8 @@ pub(super) struct Direct {
 }
 
 impl Direct {
-    pub(super) fn of(rule: &CompiledRef, c: &Conjunction) -> Direct {
+    pub(super) fn of(test: &DirectTest) -> Direct {
+        let (rule, c) = (&test.rule, &test.conjunction);
         // The words a prefix masks, at least one (as the tables read it).
         let prefix = |p: Option<Prefix>| {
             p.map_or(([[0; 4]; 4], [[0; 4]; 4], 0), |p| {
@@ -129,6 +134,10 @@ impl Direct {
             rule: rule.rule,
             action: rule.action as u32,
             need: u32::from(c.shape()),
+            negate: u8::from(test.negate),
+            end: u8::from(test.end),
+            held: u8::from(test.held),
+            pad: 0,
             l3,
             l3_mask,
             proto,
@@ -161,6 +170,10 @@ pub(super) struct ClassRow {
     pub(super) shapes: [u64; 2],
 }
 
+/// `NP_PROGRAM_UNTAGGED` and `NP_PROGRAM_HELD`.
+pub(super) const PROGRAM_UNTAGGED: u32 = 1;
+pub(super) const PROGRAM_HELD: u32 = 2;
+
 /// `struct np_program`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -168,7 +181,7 @@ pub(super) struct Program {
     pub(super) rule: u32,
     pub(super) action: u32,
     pub(super) len: u32,
-    pub(super) pad: u32,
+    pub(super) flags: u32,
     pub(super) insn: [Insn; MAX_INSNS],
 }
 

@@ -18,6 +18,7 @@ use super::model::Rule;
 use super::pcap::{Insn, MAX_INSNS};
 use super::table_types::{
     bytes, AddrKey, AddrSlot, ClassRow, Direct, Program, RuleRef, RulesConfig, ShapeKey, NOT_DENSE,
+    PROGRAM_HELD, PROGRAM_UNTAGGED,
 };
 use crate::kernel::counters::{sum_percpu, Counter};
 
@@ -235,15 +236,16 @@ impl RuleState {
                 .context("writing the rule table")?;
             written.shape_keys.push(key);
         }
-        for (slot, (rule, insns)) in compiled.programs.iter().enumerate() {
+        for (slot, p) in compiled.programs.iter().enumerate() {
             let mut program = Program {
-                rule: rule.rule,
-                action: rule.action as u32,
-                len: insns.len() as u32,
-                pad: 0,
+                rule: p.rule.rule,
+                action: p.rule.action as u32,
+                len: p.insns.len() as u32,
+                flags: if p.untagged { PROGRAM_UNTAGGED } else { 0 }
+                    | if p.held { PROGRAM_HELD } else { 0 },
                 insn: [Insn::default(); MAX_INSNS],
             };
-            program.insn[..insns.len()].copy_from_slice(insns);
+            program.insn[..p.insns.len()].copy_from_slice(&p.insns);
             let index = u32::from(gen) * cap.programs + slot as u32;
             maps.programs
                 .update(&index.to_ne_bytes(), bytes(&program), MapFlags::ANY)
@@ -300,18 +302,23 @@ impl RuleState {
         }
         let mut config = RulesConfig {
             n_shapes: compiled.shapes.len() as u32,
-            fields: compiled.shapes.iter().fold(0, |acc, s| acc | u32::from(*s)),
+            fields: compiled
+                .shapes
+                .iter()
+                .copied()
+                .chain(compiled.direct.iter().map(|t| t.conjunction.shape()))
+                .fold(0, |acc, s| acc | u32::from(s)),
             n_programs: compiled.programs.len() as u32,
             n_direct: compiled.direct.len() as u32,
             direct_ipv6: u32::from(
                 compiled
                     .direct
                     .iter()
-                    .flat_map(|(_, c)| [c.src, c.dst])
+                    .flat_map(|t| [t.conjunction.src, t.conjunction.dst])
                     .flatten()
                     .any(|p| p.family == 6),
             ),
-            pad: 0,
+            held_programs: compiled.programs.iter().filter(|p| p.held).count() as u32,
             direct: [Direct::default(); MAX_DIRECT],
             shape: [0; MAX_SHAPES],
             dense_base: [NOT_DENSE; MAX_SHAPES],
@@ -331,8 +338,8 @@ impl RuleState {
                 config.addr_mask[family][j] = addr::mask(*len);
             }
         }
-        for (slot, (rule, c)) in config.direct.iter_mut().zip(&compiled.direct) {
-            *slot = Direct::of(rule, c);
+        for (slot, test) in config.direct.iter_mut().zip(&compiled.direct) {
+            *slot = Direct::of(test);
         }
         config.shape[..compiled.shapes.len()].copy_from_slice(&compiled.shapes);
         for (i, dense) in compiled.dense.iter().enumerate() {

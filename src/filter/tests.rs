@@ -426,7 +426,10 @@ fn a_few_alternatives_are_compared_directly_more_go_through_the_tables() {
             .collect()
     };
     let direct = |c: &Compiled| -> Vec<(u32, Conjunction)> {
-        c.direct.iter().map(|(r, c)| (r.rule, *c)).collect()
+        c.direct
+            .iter()
+            .map(|t| (t.rule.rule, t.conjunction))
+            .collect()
     };
     let few = rules(&["host 10.0.0.1".into(), "udp and dst port 9".into()]);
     let compiled = Compiled::compile(&few).unwrap();
@@ -461,5 +464,121 @@ fn a_few_alternatives_are_compared_directly_more_go_through_the_tables() {
     assert_eq!(
         direct(&Compiled::compile(&ipv6).unwrap()),
         alternatives(&ipv6)
+    );
+}
+
+#[test]
+fn not_and_or_of_different_fields_become_clauses_the_direct_path_compares() {
+    if !super::pcap::available() {
+        return;
+    }
+    let port = |n: u16| Some(PortRange { lo: n, hi: n });
+    let not_ssh = drop_rule("not port 22");
+    assert!(
+        not_ssh.program.is_some(),
+        "the program, for frames cut short"
+    );
+    assert!(not_ssh.looks_through_vlan());
+    assert_eq!(
+        not_ssh.clauses,
+        vec![Clause {
+            must: Conjunction::default(),
+            must_not: vec![
+                Conjunction {
+                    sport: port(22),
+                    ..Default::default()
+                },
+                Conjunction {
+                    dport: port(22),
+                    ..Default::default()
+                },
+            ],
+        }]
+    );
+    let compiled = Compiled::compile(&[not_ssh]).unwrap();
+    let flags: Vec<(bool, bool, bool)> = compiled
+        .direct
+        .iter()
+        .map(|t| (t.negate, t.end, t.held))
+        .collect();
+    assert_eq!(flags, [(true, false, true), (true, true, true)]);
+    assert!(compiled.programs[0].held && compiled.programs[0].untagged);
+    assert!(compiled.shapes.is_empty(), "the tables cannot hold it");
+
+    // De Morgan: not (tcp and dst port 80) is not tcp, or tcp to another port.
+    let web = drop_rule("udp and not (tcp and dst port 80)");
+    assert_eq!(web.clauses.len(), 1, "{:?}", web.clauses);
+    let either = drop_rule("src host 10.0.0.1 or dst port 53");
+    assert_eq!(either.clauses.len(), 2);
+    assert!(either.alternatives.is_empty());
+    // Through the tables (too many for the direct path), the program
+    // runs on every frame.
+    let many: Vec<Rule> = (0..9)
+        .map(|i| drop_rule(&format!("dst port {i}")))
+        .chain([drop_rule("not port 22")])
+        .collect();
+    let compiled = Compiled::compile(&many).unwrap();
+    assert!(compiled.direct.is_empty());
+    assert!(!compiled.programs[0].held && compiled.programs[0].untagged);
+    // A rule of libpcap's alone reads the frame as it is.
+    let vlan = Compiled::compile(&[drop_rule("vlan 10")]).unwrap();
+    assert!(!vlan.programs[0].untagged && !vlan.programs[0].held);
+}
+
+/// What a boolean form means, given whether each of its two terms matches.
+type Meaning = fn(bool, bool) -> bool;
+
+#[test]
+fn clauses_mean_what_the_boolean_expression_says() {
+    if !super::pcap::available() {
+        return;
+    }
+    let mut rng = Rng(0x5eed_c1a5);
+    // What a rule of the tables means, and what a rule of clauses means.
+    let table = |rule: &Rule, p: &PacketFields| rule.alternatives.iter().any(|c| c.matches(p));
+    let clauses = |rule: &Rule, p: &PacketFields| rule.clauses.iter().any(|c| c.matches(p));
+    let (mut checked, mut of_clauses) = (0, 0);
+    while checked < 300 {
+        let (a, b) = (random_rule(&mut rng), random_rule(&mut rng));
+        let (Ok(rule_a), Ok(rule_b)) = (parse(&a, Action::Drop), parse(&b, Action::Drop)) else {
+            continue;
+        };
+        if rule_a.program.is_some() || rule_b.program.is_some() {
+            // Terms that contradict each other (`tcp and udp`) go to libpcap.
+            continue;
+        }
+        checked += 1;
+        let forms: [(String, Meaning); 7] = [
+            (format!("not ({a})"), |a, _| !a),
+            (format!("({a}) and not ({b})"), |a, b| a && !b),
+            (format!("not ({a}) or ({b})"), |a, b| !a || b),
+            (format!("not (({a}) and ({b}))"), |a, b| !(a && b)),
+            (format!("! (({a}) || ({b}))"), |a, b| !(a || b)),
+            (format!("({a}) or ({b})"), |a, b| a || b),
+            (format!("not (({a}) and not ({b}))"), |a, b| !a || b),
+        ];
+        for (text, meaning) in forms {
+            let Ok(rule) = parse(&text, Action::Drop) else {
+                // libpcap finds that it never matches, and refuses it.
+                continue;
+            };
+            let by_tables = rule.program.is_none();
+            assert!(by_tables || !rule.clauses.is_empty(), "{text}");
+            of_clauses += usize::from(!by_tables);
+            for _ in 0..50 {
+                let p = random_packet(&mut rng);
+                let want = meaning(table(&rule_a, &p), table(&rule_b, &p));
+                let got = if by_tables {
+                    table(&rule, &p)
+                } else {
+                    clauses(&rule, &p)
+                };
+                assert_eq!(got, want, "{text} on {p:?}");
+            }
+        }
+    }
+    assert!(
+        of_clauses > 1000,
+        "only {of_clauses} of the rules became clauses"
     );
 }

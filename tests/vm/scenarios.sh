@@ -282,7 +282,12 @@ awk 'BEGIN { for (i = 0; i < 3000; i++) printf "src net 10.%d.%d.0/24 and icmp a
 echo "$RULE" >>"$WORK/rules"
 expect_dropped xdp-rules-file "$N echo requests dropped by the last of 3,001 rules, its shape keyed by classes of its own" --rules-file "$WORK/rules"
 
-# 5b. A rule the tables cannot hold runs as libpcap's program in the
+# 5b. A rule of fields with `not`: clauses the direct path compares on
+# every frame long enough for what libpcap's program reads (fields.h).
+RULE="icmp and not src host 198.18.0.9 and not dst port 53"
+expect_dropped xdp-clauses "$N echo requests dropped by a rule with not, its clauses compared directly" --drop "$RULE"
+
+# 5c. A rule the tables cannot hold runs as libpcap's program in the
 # kernel's classic BPF interpreter (cbpf.h: bpf_loop, bpf_xdp_load_bytes);
 # the socket filter runs the same on its copy of the frame.
 RULE="icmp[icmptype] == icmp-echo and not src host 198.18.0.9"
