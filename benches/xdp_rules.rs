@@ -219,6 +219,19 @@ impl Drop for DeployedXdpFilter {
     }
 }
 
+/// A UDP frame to port 9 over IPv6, from 2001:2::1.
+fn udp6() -> Vec<u8> {
+    eth(
+        ETH_IPV6,
+        &ipv6(
+            IP6_A,
+            IP6_B,
+            PROTO_UDP,
+            &udp(IP6_A.into(), IP6_B.into(), 40000, 9, &[0x5a; 18]),
+        ),
+    )
+}
+
 fn udp_from(src: Ipv4Addr) -> Vec<u8> {
     let mut f = eth(
         ETH_IPV4,
@@ -332,6 +345,22 @@ fn test_run_section() {
                 last_net_frame(1),
             ),
             (
+                "netprobe `--drop`, one IPv6 rule (`src net 2001:2::/32`), on an IPv6 frame from \
+                 2001:2::1"
+                    .to_string(),
+                1,
+                parsed(["src net 2001:2::/32".to_string()].into_iter()),
+                udp6(),
+            ),
+            (
+                "netprobe `--drop`, one IPv6 rule (`src net 2001:2::/64`), on an IPv6 frame from \
+                 2001:2::1"
+                    .to_string(),
+                1,
+                parsed(["src net 2001:2::/64".to_string()].into_iter()),
+                udp6(),
+            ),
+            (
                 "netprobe `--drop`, one rule with `not` (`src net 10.0.0.0/8 and not tcp`): \
                  clauses, compared directly"
                     .to_string(),
@@ -393,6 +422,12 @@ fn test_run_section() {
             last_net_frame(1),
             Box::new(|frame| ns_per_packet(netprobe::xdp::program(&counting), frame, REPEAT)),
         ),
+        (
+            "netprobe, counting only (`xdp_netprobe`), the IPv6 frame".into(),
+            "0".into(),
+            udp6(),
+            Box::new(|frame| ns_per_packet(netprobe::xdp::program(&counting), frame, REPEAT)),
+        ),
     ];
     for (label, count, skel, matching) in &with_rules {
         rows.push((
@@ -420,7 +455,9 @@ deployed, with the mixed set's host and port entries, its matching frame one to 
 (on this host libxdp loads it without its dispatcher: the kernel refuses the dispatcher's \
 freplace programs, as it refuses fentry). A rule set of at most 8 alternatives or clauses \
 is compared field by field, not looked up; \"through the tables\" is the same set \
-matched as a larger one is, for the like-for-like comparison.\n",
+matched as a larger one is, for the like-for-like comparison. The IPv6 rows' matching frame is \
+UDP from 2001:2::1 to port 9, their non-matching one the IPv4 frame; compare them with counting \
+only on the IPv6 frame.\n",
         rule_text(0).replace("10.0.0.0", "10.<i/256>.<i%256>.0"),
         mixed_text(1).replace("172.16.0.1", "172.16.<i/256>.<i%256>"),
         mixed_text(2).replace("10002", "<10000+i>"),

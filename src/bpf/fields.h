@@ -151,13 +151,14 @@ static __always_inline __u32 np_load_addr_words(struct np_ctx *c, const __u32 fa
 	return words;
 }
 
-/* The words of the address at `off` for the frame's family (0: none). */
+/* The words of the address at `off` for the frame's family (0: none), at
+ * most `max_words` (a constant: 1 or 4). */
 static __always_inline __u32 np_load_frame_addr(struct np_ctx *c, __u32 family, __u32 off,
 						__u32 addr[4], const __u32 max_words)
 {
-	if (family == 4)
+	if (family == 4 || (family == 6 && max_words == 1))
 		return np_load_addr_words(c, 4, off, addr);
-	if (max_words == 4 && family == 6)
+	if (family == 6)
 		return np_load_addr_words(c, 6, off, addr);
 	return 0;
 }
@@ -187,13 +188,16 @@ struct {
 #define NP_ABOVE(x, y) ((__u32)(((__u64)(y) - (__u64)(x)) >> 63))
 
 /* The rule of the first direct clause the frame matches, comparing
- * `words` (a constant: 1 where no comparison is on an IPv6 address, else
- * 4) of each address; on a frame `cut` short (0 or 1), the clauses of
- * rules whose programs run instead are skipped. */
+ * `words` (a constant: 1 where no comparison masks more than an address's
+ * first word, else 4) of each address. With `clauses` (a constant: some
+ * comparison is negated or one of several), the clauses of rules whose
+ * programs run instead on a frame `cut` short (0 or 1) are skipped there;
+ * without, each comparison is a clause of its own, and costs less. */
 static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 							  const struct np_rules_config *cfg,
 							  const struct np_field_at *at,
-							  const __u32 words, __u32 cut)
+							  const __u32 words, const bool clauses,
+							  __u32 cut)
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_direct_fields local = { .found = at->found }, *f = &local;
@@ -236,6 +240,14 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 		for (w = 0; w < words; w++)
 			miss |= ((f->saddr[w] & d->src_mask[w]) ^ d->src[w]) |
 				((f->daddr[w] & d->dst_mask[w]) ^ d->dst[w]);
+		if (!clauses) {
+			if (miss || f->sport - d->sport_lo > d->sport_span ||
+			    f->dport - d->dport_lo > d->dport_span)
+				continue;
+			best.rule = d->rule;
+			best.action = d->action;
+			break;
+		}
 		miss |= NP_ABOVE(f->sport - d->sport_lo, d->sport_span) |
 			NP_ABOVE(f->dport - d->dport_lo, d->dport_span);
 		/* The clause fails where the frame fails a comparison: all
@@ -254,22 +266,39 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 	return best;
 }
 
-/* The rule of the first direct clause (see struct np_direct) the frame of
- * `len` bytes matches; `*cut`: whether the frame is cut short. */
-static __always_inline struct np_rule_ref np_match_direct(struct np_ctx *c,
-							  const struct np_rules_config *cfg,
-							  __u32 len, __u32 *cut)
+/* The direct path, with or without `clauses` (a constant, as for
+ * np_direct_first()); `*whole`: 1 if it compared the clauses held for
+ * their rules' programs, on a frame not cut short. */
+static __always_inline struct np_rule_ref np_direct_path(struct np_ctx *c,
+							 const struct np_rules_config *cfg, __u32 len,
+							 __u32 *whole, const bool clauses)
 {
 	struct np_field_at at;
+	__u32 cut;
 
-	np_locate_fields(c, cfg->fields, &at, true);
+	np_locate_fields(c, cfg->fields, &at, clauses);
 	/* Read back from the stack: kept in registers, they were set again
 	 * on each of the ways np_locate_fields() can end. */
 	asm volatile("" : : "r"(&at) : "memory");
-	*cut = len < at.end;
-	if (cfg->direct_ipv6)
-		return np_direct_first(c, cfg, &at, 4, *cut);
-	return np_direct_first(c, cfg, &at, 1, *cut);
+	cut = clauses && len < at.end;
+	*whole = clauses && !cut;
+	if (clauses && cfg->direct_flags & NP_DIRECT_WIDE)
+		return np_direct_first(c, cfg, &at, 4, clauses, cut);
+	return np_direct_first(c, cfg, &at, 1, clauses, cut);
+}
+
+/* The rule of the first direct clause (see struct np_direct) the frame of
+ * `len` bytes matches; `*whole` as for np_direct_path(). */
+static __always_inline struct np_rule_ref np_match_direct(struct np_ctx *c,
+							  const struct np_rules_config *cfg,
+							  __u32 len, __u32 *whole)
+{
+	/* Three of the four ways, as 6.1's verifier takes no more: the
+	 * cheaper loop for comparisons of an address's first word only,
+	 * the other for clauses and for wider comparisons. */
+	if (__builtin_expect(!cfg->direct_flags, 1))
+		return np_direct_path(c, cfg, len, whole, false);
+	return np_direct_path(c, cfg, len, whole, true);
 }
 
 #endif /* NETPROBE_FIELDS_H */

@@ -182,12 +182,17 @@ struct np_direct {
 	__u16 sport_lo, sport_span, dport_lo, dport_span;
 };
 
+/* np_rules_config.direct_flags: some direct comparison masks more than an
+ * address's first word; some is negated or one of several in a clause. */
+#define NP_DIRECT_WIDE 1
+#define NP_DIRECT_CLAUSES 2
+
 struct np_rules_config {
 	__u32 n_shapes;
 	__u32 fields; /* the OR of all shapes (or direct alternatives): which fields are read */
 	__u32 n_programs;
 	__u32 n_direct; /* if not 0, direct[] holds the table rules, in rule order */
-	__u32 direct_ipv6; /* some direct comparison is on an IPv6 address */
+	__u32 direct_flags; /* NP_DIRECT_* */
 	__u32 held_programs; /* programs of rules the direct path holds */
 	struct np_direct direct[NP_MAX_DIRECT];
 	__u8 shape[NP_MAX_SHAPES];

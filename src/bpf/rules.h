@@ -448,7 +448,7 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_rules_config *cfg;
 	struct np_counter *hits;
-	__u32 zero = 0, gen, idx, n, cut = 1;
+	__u32 zero = 0, gen, idx, n, whole = 0;
 	__u32 *active;
 
 	active = bpf_map_lookup_elem(&rules_active, &zero);
@@ -459,15 +459,15 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	if (!cfg)
 		return NP_ACTION_NONE;
 	if (NP_DIRECT_MATCH && cfg->n_direct)
-		best = np_match_direct(c, cfg, len, &cut);
+		best = np_match_direct(c, cfg, len, &whole);
 	else if (cfg->n_shapes)
 		best = np_match_tables(c, gen, cfg);
 	n = cfg->n_programs;
-	/* Where the direct path ran on a frame not cut short, the programs
-	 * of the rules it holds need not run. */
-	if (n && n <= NP_MAX_PROGRAMS && (cut || cfg->held_programs < n)) {
+	/* Where the direct path compared the clauses it holds on a frame
+	 * not cut short, their rules' programs need not run. */
+	if (n && n <= NP_MAX_PROGRAMS && (!whole || cfg->held_programs < n)) {
 		__u64 found = np_programs(c, gen * max_programs, gen * max_programs + n - 1,
-					  best.rule, len, !cut, nested);
+					  best.rule, len, whole, nested);
 
 		if ((__u32)found != NP_ACTION_NONE) {
 			best.rule = found >> 32;

@@ -58,7 +58,7 @@ pub(super) struct RulesConfig {
     pub(super) fields: u32,
     pub(super) n_programs: u32,
     pub(super) n_direct: u32,
-    pub(super) direct_ipv6: u32,
+    pub(super) direct_flags: u32,
     pub(super) held_programs: u32,
     pub(super) direct: [Direct; MAX_DIRECT],
     pub(super) shape: [u8; MAX_SHAPES],
@@ -169,6 +169,10 @@ pub(super) struct ClassRow {
     pub(super) class: [u32; COLUMNS],
     pub(super) shapes: [u64; 2],
 }
+
+/// `NP_DIRECT_WIDE` and `NP_DIRECT_CLAUSES`.
+pub(super) const DIRECT_WIDE: u32 = 1;
+pub(super) const DIRECT_CLAUSES: u32 = 2;
 
 /// `NP_PROGRAM_UNTAGGED` and `NP_PROGRAM_HELD`.
 pub(super) const PROGRAM_UNTAGGED: u32 = 1;

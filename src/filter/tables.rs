@@ -13,16 +13,37 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
 use super::capacity::{Capacity, PORTS};
-use super::compile::{Compiled, MAX_DIRECT, MAX_SHAPES};
+use super::compile::{Compiled, DirectTest, MAX_DIRECT, MAX_SHAPES};
 use super::model::Rule;
 use super::pcap::{Insn, MAX_INSNS};
 use super::table_types::{
-    bytes, AddrKey, AddrSlot, ClassRow, Direct, Program, RuleRef, RulesConfig, ShapeKey, NOT_DENSE,
-    PROGRAM_HELD, PROGRAM_UNTAGGED,
+    bytes, AddrKey, AddrSlot, ClassRow, Direct, Program, RuleRef, RulesConfig, ShapeKey,
+    DIRECT_CLAUSES, DIRECT_WIDE, NOT_DENSE, PROGRAM_HELD, PROGRAM_UNTAGGED,
 };
 use crate::kernel::counters::{sum_percpu, Counter};
 
 /// Writes `zero` (an array map's empty value) at each of `indices`.
+/// `np_rules_config.direct_flags` for these direct comparisons: whether
+/// any masks more than an address's first word (an IPv6 prefix up to /32
+/// masks only that), and whether any is negated or one of several in a
+/// clause (else the program takes its cheaper loop).
+fn direct_flags(direct: &[DirectTest]) -> u32 {
+    let wide = direct
+        .iter()
+        .flat_map(|t| [t.conjunction.src, t.conjunction.dst])
+        .flatten()
+        .any(|p| p.len > 32);
+    let clauses = direct.iter().any(|t| t.negate || !t.end || t.held);
+    let mut flags = 0;
+    if wide {
+        flags |= DIRECT_WIDE;
+    }
+    if clauses {
+        flags |= DIRECT_CLAUSES;
+    }
+    flags
+}
+
 fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -> Result<()> {
     for index in indices {
         map.update(&index.to_ne_bytes(), zero, MapFlags::ANY)
@@ -310,14 +331,7 @@ impl RuleState {
                 .fold(0, |acc, s| acc | u32::from(s)),
             n_programs: compiled.programs.len() as u32,
             n_direct: compiled.direct.len() as u32,
-            direct_ipv6: u32::from(
-                compiled
-                    .direct
-                    .iter()
-                    .flat_map(|t| [t.conjunction.src, t.conjunction.dst])
-                    .flatten()
-                    .any(|p| p.family == 6),
-            ),
+            direct_flags: direct_flags(&compiled.direct),
             held_programs: compiled.programs.iter().filter(|p| p.held).count() as u32,
             direct: [Direct::default(); MAX_DIRECT],
             shape: [0; MAX_SHAPES],
