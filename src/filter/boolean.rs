@@ -1,5 +1,5 @@
 //! `and`, `or` and `not` over a rule's alternatives: conjunctions of
-//! fields ([`conjoin`]) and clauses ([`both`], [`either`], [`negation`]).
+//! fields (`conjoin`) and clauses (`both`, `either`, `negation`).
 use super::model::{Clause, Conjunction, PortRange, Prefix};
 
 /// `a and b`: both constraints at once, or `None` if no packet can meet both.

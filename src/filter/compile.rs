@@ -84,7 +84,7 @@ pub struct Compiled {
     pub port_rows: Vec<[u32; COLUMNS]>,
     /// Every table alternative and clause in rule order, when the BPF
     /// program compares them one by one instead of using the tables (see
-    /// [`direct_tests`]); empty otherwise.
+    /// `direct::direct_tests`); empty otherwise.
     pub direct: Vec<DirectTest>,
     /// Which shapes a frame can match, by its fields and classes.
     pub masks: ShapeMasks,

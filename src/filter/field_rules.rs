@@ -1,6 +1,6 @@
 //! The fields' grammar: a rule made only of fields, as the alternatives
 //! ("conjunctions") the tables hold, or as clauses with `not` the direct
-//! path holds (see [`FieldRule`]); `Err` for anything else, which then
+//! path holds (see `FieldRule`); `Err` for anything else, which then
 //! goes to libpcap.
 //!
 //! ```text

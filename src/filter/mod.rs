@@ -3,7 +3,9 @@
 //! ([`model`]), compiled ([`compile`]) into the lookup tables the BPF
 //! programs match with (src/bpf/rules.h) and written into them
 //! ([`tables`]); any other rule is compiled by libpcap ([`pcap`]) into the
-//! classic BPF program src/bpf/cbpf.h runs.
+//! classic BPF program src/bpf/cbpf.h runs. A rule of those fields with
+//! `not`, or an `or` of terms reading different fields, also becomes
+//! clauses ([`boolean`]), which XDP's direct path compares ([`direct`]).
 //!
 //! Several rules mean OR; a packet counts for the first rule it matches.
 //! The tables read each field where libpcap's programs read it, so a table

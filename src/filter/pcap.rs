@@ -1,7 +1,9 @@
 //! libpcap as the compiler of last resort: a rule the tables cannot hold
-//! (`not`, `or`, `vlan`, `ether`, packet-data tests, service and host
-//! names...) is compiled by libpcap itself, exactly as tcpdump compiles
-//! it, into a classic BPF program that src/bpf/cbpf.h runs.
+//! (`vlan`, `ether`, packet-data tests, service and host names, and the
+//! rules of fields with `not` or an `or` of different fields, whose
+//! clauses the direct path matches only on frames not cut short) is
+//! compiled by libpcap itself, exactly as tcpdump compiles it, into a
+//! classic BPF program that src/bpf/cbpf.h runs.
 //!
 //! libpcap is opened at run time (dlopen), so that netprobe still runs
 //! where it is missing; only such rules then fail, with a line that says
