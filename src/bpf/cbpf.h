@@ -88,7 +88,6 @@ struct np_cbpf_vm {
 	void *ctx;      /* the hook's context, for reads past the copy */
 };
 
-#define NP_ETH_ADDRS_LEN 12
 /* np_cbpf_vm.tags: programs flagged NP_PROGRAM_HELD are skipped. */
 #define NP_SKIP_HELD (1U << 16)
 
@@ -145,9 +144,9 @@ static __always_inline bool np_cbpf_load(const struct np_cbpf_vm *vm, __u32 view
 
 	if (view) {
 		/* No program of a rule of fields reads across the tags. */
-		if (off < NP_ETH_ADDRS_LEN && off + size > NP_ETH_ADDRS_LEN)
+		if (off < NP_ETH_ADDRS && off + size > NP_ETH_ADDRS)
 			return false;
-		if (off >= NP_ETH_ADDRS_LEN)
+		if (off >= NP_ETH_ADDRS)
 			off += view & 0xff;
 	}
 	if (off + size > vm->wirelen)
@@ -357,7 +356,7 @@ static __always_inline bool np_cbpf_first(void *ctx, __u32 first, __u32 last, __
 		.ctx = ctx,
 	};
 	const struct np_program *prog = bpf_map_lookup_elem(&programs, &first);
-	__u32 zero = 0, off, type, i, bytes = 0, held;
+	__u32 zero = 0, off, type, i, bytes = 0, kept;
 	struct np_frame_copy *f = bpf_map_lookup_elem(&frame_copy, &zero);
 
 	if (!prog || !f || prog->rule >= before)
@@ -366,7 +365,7 @@ static __always_inline bool np_cbpf_first(void *ctx, __u32 first, __u32 last, __
 	 * does, read from the copy, which holds them if the frame does: a
 	 * tag cut short leaves the view its first 12 bytes. */
 	for (i = 0; i < NP_MAX_VLAN_TAGS; i++) {
-		off = NP_ETH_ADDRS_LEN + i * 4;
+		off = NP_ETH_ADDRS + i * 4;
 		if (off + 2 > caplen)
 			break;
 		type = (__u32)f->data[off] << 8 | f->data[off + 1];
@@ -374,8 +373,8 @@ static __always_inline bool np_cbpf_first(void *ctx, __u32 first, __u32 last, __
 			break;
 		bytes += 4;
 	}
-	held = wirelen < NP_ETH_ADDRS_LEN + bytes ? wirelen - NP_ETH_ADDRS_LEN : bytes;
-	vm.tags = bytes | held << 8 | (skip_held ? NP_SKIP_HELD : 0);
+	kept = wirelen < NP_ETH_ADDRS + bytes ? wirelen - NP_ETH_ADDRS : bytes;
+	vm.tags = bytes | kept << 8 | (skip_held ? NP_SKIP_HELD : 0);
 	bpf_loop(NP_MAX_PROGRAMS * NP_PROGRAM_INSNS, np_cbpf_step, &vm, 0);
 	if (!vm.result)
 		return false;

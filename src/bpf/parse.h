@@ -18,6 +18,7 @@
 #define NP_ETH_P_IPV6 0x86DD
 #define NP_ETH_P_8021Q 0x8100
 #define NP_ETH_P_8021AD 0x88A8
+#define NP_ETH_ADDRS 12 /* destination and source MAC */
 #define NP_ETH_HLEN 14
 #define NP_MAX_VLAN_TAGS 2
 #define NP_MAX_IPV6_EXT_HDRS 8

@@ -103,8 +103,6 @@ static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 la
 	return np_sock_programs(c->skb, first, last, before, c->caplen);
 }
 
-#define NP_ETH_ADDRS 12 /* destination and source MAC */
-
 /* Settings fixed at load time. */
 const volatile bool rules_enabled = false;
 /* Bytes of each frame copied: the headers the parser reads, or up to
