@@ -52,6 +52,35 @@ static __always_inline bool np_has_ports(__u32 proto)
 	return proto == NP_IPPROTO_TCP || proto == NP_IPPROTO_UDP || proto == NP_IPPROTO_SCTP;
 }
 
+/* The frame most rules meet, untagged IPv4 with a 20-byte header and
+ * room for its ports, located as np_locate_fields() would under one bounds
+ * check, where the frame is read in place (NP_FRAME_IN_PLACE): false for
+ * any other frame. */
+static __always_inline bool np_locate_ipv4(struct np_ctx *c, __u32 fields, struct np_field_at *f,
+					   const bool want_end)
+{
+	const __u8 *h = np_ptr(c, 0, NP_ETH_HLEN + 24, NULL);
+
+	if (!h || h[12] != NP_ETH_P_IP >> 8 || h[13] != (NP_ETH_P_IP & 0xff) || (h[14] & 0xf) != 5)
+		return false;
+	f->l3 = NP_MATCH_IPV4;
+	f->family = 4;
+	f->saddr = NP_ETH_HLEN + 12;
+	f->daddr = NP_ETH_HLEN + 16;
+	f->proto = h[NP_ETH_HLEN + 9];
+	f->found = NP_SHAPE_PROTO | NP_SHAPE_L3;
+	if (fields & (NP_SHAPE_SPORT | NP_SHAPE_DPORT) && np_has_ports(f->proto) &&
+	    !((h[NP_ETH_HLEN + 6] & 0x1f) | h[NP_ETH_HLEN + 7]))
+		f->ports = NP_ETH_HLEN + 20;
+	if (want_end)
+		f->end = f->ports ? NP_ETH_HLEN + 24 : NP_ETH_HLEN + 20;
+	return true;
+}
+
+#ifndef NP_FRAME_IN_PLACE
+#define NP_FRAME_IN_PLACE 0
+#endif
+
 /* Finds the fields of `fields` (NP_SHAPE_* bits: those some rule uses),
  * and if `want_end` (a constant: the direct path's, where clauses are
  * held) how long the frame must be not to be cut short. */
@@ -62,6 +91,8 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 	int i;
 
 	__builtin_memset(f, 0, sizeof(*f));
+	if (NP_FRAME_IN_PLACE && np_locate_ipv4(c, fields, f, want_end))
+		return;
 	if (want_end)
 		f->end = NP_CUT;
 	if (!np_load_be(c, l, 2, &type))
@@ -180,6 +211,13 @@ struct {
 	__type(value, struct np_direct_fields);
 } direct_seen SEC(".maps");
 
+/* The frame's l3, protocol, family and `found` fields as one word, to
+ * compare with np_direct.meta. */
+static __always_inline __u32 np_direct_meta(const struct np_field_at *at, __u32 found)
+{
+	return at->l3 | (__u32)at->proto << 8 | (__u32)at->family << 16 | (found & 0xff) << 24;
+}
+
 /* 1 if `have` < `need` (both small), else 0. */
 #define NP_FEWER(have, need) (((have) - (need)) >> 31)
 /* 1 if `x` (32 bits) is not 0, else 0. */
@@ -201,7 +239,7 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_direct_fields local = { .found = at->found }, *f = &local;
-	__u32 fields = cfg->fields, zero = 0, i, w, fail = 0;
+	__u32 fields = cfg->fields, zero = 0, i, w, fail = 0, meta;
 
 	if (words == 4) {
 		f = bpf_map_lookup_elem(&direct_seen, &zero);
@@ -225,6 +263,7 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 	/* What was written is read back from memory. */
 	if (words == 4)
 		asm volatile("" ::: "memory");
+	meta = np_direct_meta(at, f->found);
 	for (i = 0; i < NP_MAX_DIRECT; i++) {
 		const struct np_direct *d = &cfg->direct[i];
 		__u32 miss;
@@ -233,10 +272,12 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 			break;
 		/* Arithmetic, not a branch per field: the loop's body is
 		 * short, and the verifier checks it once per iteration. */
-		miss = (d->need & ~f->found) | ((d->l3 ^ at->l3) & d->l3_mask) |
-		       ((d->proto ^ at->proto) & d->proto_mask) |
-		       ((d->family ^ at->family) & d->family_mask) |
-		       NP_FEWER(f->s_words, d->src_words) | NP_FEWER(f->d_words, d->dst_words);
+		miss = (meta ^ d->meta) & d->meta_mask;
+		/* One word: a comparison's address needs the field, which
+		 * the frame has only with its word. */
+		if (words == 4)
+			miss |= NP_FEWER(f->s_words, d->src_words) |
+				NP_FEWER(f->d_words, d->dst_words);
 		for (w = 0; w < words; w++)
 			miss |= ((f->saddr[w] & d->src_mask[w]) ^ d->src[w]) |
 				((f->daddr[w] & d->dst_mask[w]) ^ d->dst[w]);

@@ -162,22 +162,23 @@ struct np_class_row {
  * rule or a few cost. */
 #define NP_MAX_DIRECT 8
 
-/* One comparison: the fields in `need` (NP_SHAPE_*) must be present, and
- * each equal to the comparison's under its mask (0 for a field it does not
- * constrain), ports within `lo` and `lo + span`. An address is compared a
- * 32-bit word at a time; the frame must hold the `words` its prefix masks
- * (at least one), of the address family `family` (under `family_mask`).
- * A clause (src/filter/compile.rs: DirectTest) is one or more in a row:
- * the frame matches each, or with `negate` does not; the last (`end`)
- * gives the rule. `held`: of a rule whose program runs instead on a frame
- * cut short. */
+/* One comparison: the frame's l3 (enum np_match_l3), IP protocol,
+ * address family and the fields it has (NP_SHAPE_* bits), one byte each in
+ * that order (np_direct_meta()), must equal `meta` under `meta_mask`, with
+ * the fields byte's mask and value both the fields needed, so that all of
+ * that is one comparison; each address equal to the comparison's under its
+ * mask, ports within `lo` and `lo + span`. An address is compared a 32-bit
+ * word at a time; the frame must hold the `words` its prefix masks (at
+ * least one). A clause (src/filter/compile.rs: DirectTest) is one or more
+ * in a row: the frame matches each, or with `negate` does not; the last
+ * (`end`) gives the rule. `held`: of a rule whose program runs instead on
+ * a frame cut short. */
 struct np_direct {
 	__u32 rule;
 	__u32 action;
-	__u32 need;
+	__u32 meta, meta_mask;
 	__u8 negate, end, held, pad;
-	__u8 l3, l3_mask, proto, proto_mask;
-	__u8 family, family_mask, src_words, dst_words;
+	__u8 src_words, dst_words, pad2[2];
 	__u32 src[4], src_mask[4], dst[4], dst_mask[4]; /* network order */
 	__u16 sport_lo, sport_span, dport_lo, dport_span;
 };

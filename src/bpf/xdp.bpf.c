@@ -44,8 +44,10 @@ static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 la
 					 __u32 before, __u32 len, __u32 skip_held, const bool nested);
 static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
-/* A few rules cost less compared one by one than looked up (fields.h). */
+/* A few rules cost less compared one by one than looked up, and the
+ * common frame is located under one bounds check (fields.h). */
 #define NP_DIRECT_MATCH 1
+#define NP_FRAME_IN_PLACE 1
 #include "rules.h"
 
 /* The libpcap programs in a global function, which the verifier checks

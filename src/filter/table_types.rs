@@ -80,19 +80,16 @@ pub(super) struct RulesConfig {
 pub(super) struct Direct {
     pub(super) rule: u32,
     pub(super) action: u32,
-    pub(super) need: u32,
+    /// l3, protocol, family and the fields needed, a byte each.
+    pub(super) meta: [u8; 4],
+    pub(super) meta_mask: [u8; 4],
     pub(super) negate: u8,
     pub(super) end: u8,
     pub(super) held: u8,
     pub(super) pad: u8,
-    pub(super) l3: u8,
-    pub(super) l3_mask: u8,
-    pub(super) proto: u8,
-    pub(super) proto_mask: u8,
-    pub(super) family: u8,
-    pub(super) family_mask: u8,
     pub(super) src_words: u8,
     pub(super) dst_words: u8,
+    pub(super) pad2: [u8; 2],
     /// Addresses and masks in network order, as the frame holds them.
     pub(super) src: [[u8; 4]; 4],
     pub(super) src_mask: [[u8; 4]; 4],
@@ -118,11 +115,12 @@ impl Direct {
                 (addr, mask, words)
             })
         };
-        // An alternative on addresses of two families matches no frame.
-        let (family, family_mask, impossible) = match (c.src, c.dst) {
-            (Some(s), Some(d)) => (s.family, u8::MAX, s.family != d.family),
-            (Some(p), None) | (None, Some(p)) => (p.family, u8::MAX, false),
-            (None, None) => (0, 0, false),
+        // An alternative on addresses of two families matches no frame:
+        // its family is none a frame has.
+        let (family, family_mask) = match (c.src, c.dst) {
+            (Some(s), Some(d)) if s.family != d.family => (u8::MAX, u8::MAX),
+            (Some(p), _) | (None, Some(p)) => (p.family, u8::MAX),
+            (None, None) => (0, 0),
         };
         let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
         let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
@@ -133,20 +131,15 @@ impl Direct {
         Direct {
             rule: rule.rule,
             action: rule.action as u32,
-            need: u32::from(c.shape()),
+            meta: [l3, proto, family, c.shape()],
+            meta_mask: [l3_mask, proto_mask, family_mask, c.shape()],
             negate: u8::from(test.negate),
             end: u8::from(test.end),
             held: u8::from(test.held),
             pad: 0,
-            l3,
-            l3_mask,
-            proto,
-            proto_mask,
-            family,
-            family_mask,
-            // More words than any address has.
-            src_words: if impossible { 5 } else { src_words },
+            src_words,
             dst_words,
+            pad2: [0; 2],
             src,
             src_mask,
             dst,
