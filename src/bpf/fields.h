@@ -155,15 +155,15 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 	f->found |= NP_SHAPE_L3;
 }
 
-/* Reads the address of `family` (4: one 32-bit word, 6: four; a
- * constant) at `off` into `addr`, as many whole words as the frame holds:
+/* Reads at most `max_words` (1, 2 or 4; a constant) 32-bit words of the
+ * address at `off` into `addr`, as many whole words as the frame holds:
  * libpcap compares an address a word at a time and only the words a prefix
  * masks, so a frame that ends inside an address still matches a prefix
  * within the words it has. Returns the words read. */
-static __always_inline __u32 np_load_addr_words(struct np_ctx *c, const __u32 family, __u32 off,
+static __always_inline __u32 np_load_addr_words(struct np_ctx *c, const __u32 max_words, __u32 off,
 						__u32 addr[4])
 {
-	__u32 words = family == 6 ? 4 : 1;
+	__u32 words = max_words;
 	__u8 buf[16], *a = NULL;
 
 	for (; words > 0; words--) {
@@ -183,27 +183,28 @@ static __always_inline __u32 np_load_addr_words(struct np_ctx *c, const __u32 fa
 }
 
 /* The words of the address at `off` for the frame's family (0: none), at
- * most `max_words` (a constant: 1 or 4). */
+ * most `max_words` (a constant: 2 or 4) of an IPv6 one. */
 static __always_inline __u32 np_load_frame_addr(struct np_ctx *c, __u32 family, __u32 off,
-						__u32 addr[4], const __u32 max_words)
+						__u64 addr[2], const __u32 max_words)
 {
-	if (family == 4 || (family == 6 && max_words == 1))
-		return np_load_addr_words(c, 4, off, addr);
+	if (family == 4)
+		return np_load_addr_words(c, 1, off, (__u32 *)addr);
 	if (family == 6)
-		return np_load_addr_words(c, 6, off, addr);
+		return np_load_addr_words(c, max_words, off, (__u32 *)addr);
 	return 0;
 }
 
-/* The frame's fields as the direct path compares them. */
+/* The frame's fields as the direct path compares them; `words`: the
+ * address words it has, as np_direct.meta's bytes 4 and 5 hold them. */
 struct np_direct_fields {
-	__u32 saddr[4], daddr[4];
-	__u32 s_words, d_words, sport, dport, found;
+	__u64 saddr[2], daddr[2];
+	__u32 sport, dport, found, words;
 };
 
-/* Where IPv6 addresses are compared, the fields are read into this per-CPU
- * value and read back: the ways of reading two addresses of either family,
- * each cut short anywhere, are then one state for the verifier to check
- * the loop from, not 50. */
+/* Where IPv6 addresses are compared whole, the fields are read into this
+ * per-CPU value and read back: the ways of reading two addresses of either
+ * family, each cut short anywhere, are then one state for the verifier to
+ * check the loop from, not 50. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -211,26 +212,29 @@ struct {
 	__type(value, struct np_direct_fields);
 } direct_seen SEC(".maps");
 
-/* The frame's l3, protocol, family and `found` fields as one word, to
- * compare with np_direct.meta. */
-static __always_inline __u32 np_direct_meta(const struct np_field_at *at, __u32 found)
+/* The frame's l3, protocol, family, `found` fields and address words as
+ * one word, to compare with np_direct.meta. */
+static __always_inline __u64 np_direct_meta(const struct np_field_at *at,
+					    const struct np_direct_fields *f)
 {
-	return at->l3 | (__u32)at->proto << 8 | (__u32)at->family << 16 | (found & 0xff) << 24;
+	return at->l3 | (__u32)at->proto << 8 | (__u32)at->family << 16 |
+	       (f->found & 0xff) << 24 | (__u64)f->words << 32;
 }
 
-/* 1 if `have` < `need` (both small), else 0. */
-#define NP_FEWER(have, need) (((have) - (need)) >> 31)
-/* 1 if `x` (32 bits) is not 0, else 0. */
-#define NP_NONZERO(x) (((x) | -(x)) >> 31)
+/* 1 if `x` (64 bits) is not 0, else 0. */
+#define NP_NONZERO(x) (((x) | -(x)) >> 63)
+/* 1 if `x` (64 bits) is 0, else 0. */
+#define NP_ZERO(x) (NP_NONZERO(x) ^ 1)
 /* 1 if `x` > `y` (both 32 bits), else 0. */
 #define NP_ABOVE(x, y) ((__u32)(((__u64)(y) - (__u64)(x)) >> 63))
 
 /* The rule of the first direct clause the frame matches, comparing
  * `words` (a constant: 1 where no comparison masks more than an address's
- * first word, else 4) of each address. With `clauses` (a constant: some
- * comparison is negated or one of several), the clauses of rules whose
- * programs run instead on a frame `cut` short (0 or 1) are skipped there;
- * without, each comparison is a clause of its own, and costs less. */
+ * first 64 bits, else 2) 64-bit words of each address. With `clauses` (a
+ * constant: some comparison is negated or one of several), the clauses of
+ * rules whose programs run instead on a frame `cut` short (0 or 1) are
+ * skipped there; without, each comparison is a clause of its own, and
+ * costs less. */
 static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 							  const struct np_rules_config *cfg,
 							  const struct np_field_at *at,
@@ -239,21 +243,27 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_direct_fields local = { .found = at->found }, *f = &local;
-	__u32 fields = cfg->fields, zero = 0, i, w, fail = 0, meta;
+	__u32 fields = cfg->fields, zero = 0, i, w, fail = 0, n;
+	__u64 meta;
 
-	if (words == 4) {
+	if (words == 2) {
 		f = bpf_map_lookup_elem(&direct_seen, &zero);
 		if (!f)
 			return best;
 		__builtin_memset(f, 0, sizeof(*f));
 		f->found = at->found;
 	}
+	/* A word count n is n low bits in `words`. */
 	if (fields & NP_SHAPE_SRC &&
-	    (f->s_words = np_load_frame_addr(c, at->family, at->saddr, f->saddr, words)))
+	    (n = np_load_frame_addr(c, at->family, at->saddr, f->saddr, words * 2))) {
 		f->found |= NP_SHAPE_SRC;
+		f->words |= (1U << n) - 1;
+	}
 	if (fields & NP_SHAPE_DST &&
-	    (f->d_words = np_load_frame_addr(c, at->family, at->daddr, f->daddr, words)))
+	    (n = np_load_frame_addr(c, at->family, at->daddr, f->daddr, words * 2))) {
 		f->found |= NP_SHAPE_DST;
+		f->words |= ((1U << n) - 1) << 8;
+	}
 	if (at->ports) {
 		if (fields & NP_SHAPE_SPORT && np_load_be(c, at->ports, 2, &f->sport))
 			f->found |= NP_SHAPE_SPORT;
@@ -261,23 +271,18 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 			f->found |= NP_SHAPE_DPORT;
 	}
 	/* What was written is read back from memory. */
-	if (words == 4)
+	if (words == 2)
 		asm volatile("" ::: "memory");
-	meta = np_direct_meta(at, f->found);
+	meta = np_direct_meta(at, f);
 	for (i = 0; i < NP_MAX_DIRECT; i++) {
 		const struct np_direct *d = &cfg->direct[i];
-		__u32 miss;
+		__u64 miss;
 
 		if (i >= cfg->n_direct)
 			break;
 		/* Arithmetic, not a branch per field: the loop's body is
 		 * short, and the verifier checks it once per iteration. */
 		miss = (meta ^ d->meta) & d->meta_mask;
-		/* One word: a comparison's address needs the field, which
-		 * the frame has only with its word. */
-		if (words == 4)
-			miss |= NP_FEWER(f->s_words, d->src_words) |
-				NP_FEWER(f->d_words, d->dst_words);
 		for (w = 0; w < words; w++)
 			miss |= ((f->saddr[w] & d->src_mask[w]) ^ d->src[w]) |
 				((f->daddr[w] & d->dst_mask[w]) ^ d->dst[w]);
@@ -290,7 +295,8 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 			break;
 		}
 		miss |= NP_ABOVE(f->sport - d->sport_lo, d->sport_span) |
-			NP_ABOVE(f->dport - d->dport_lo, d->dport_span);
+			NP_ABOVE(f->dport - d->dport_lo, d->dport_span) |
+			NP_ZERO((meta ^ d->unless) & d->unless_mask);
 		/* The clause fails where the frame fails a comparison: all
 		 * arithmetic, so that the verifier meets the same state at
 		 * the top of every iteration. */
@@ -324,7 +330,7 @@ static __always_inline struct np_rule_ref np_direct_path(struct np_ctx *c,
 	cut = clauses && len < at.end;
 	*whole = clauses && !cut;
 	if (clauses && cfg->direct_flags & NP_DIRECT_WIDE)
-		return np_direct_first(c, cfg, &at, 4, clauses, cut);
+		return np_direct_first(c, cfg, &at, 2, clauses, cut);
 	return np_direct_first(c, cfg, &at, 1, clauses, cut);
 }
 
@@ -335,7 +341,7 @@ static __always_inline struct np_rule_ref np_match_direct(struct np_ctx *c,
 							  __u32 len, __u32 *whole)
 {
 	/* Three of the four ways, as 6.1's verifier takes no more: the
-	 * cheaper loop for comparisons of an address's first word only,
+	 * cheaper loop for comparisons of an address's first 64 bits only,
 	 * the other for clauses and for wider comparisons. */
 	if (__builtin_expect(!cfg->direct_flags, 1))
 		return np_direct_path(c, cfg, len, whole, false);

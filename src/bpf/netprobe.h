@@ -163,28 +163,30 @@ struct np_class_row {
 #define NP_MAX_DIRECT 8
 
 /* One comparison: the frame's l3 (enum np_match_l3), IP protocol,
- * address family and the fields it has (NP_SHAPE_* bits), one byte each in
- * that order (np_direct_meta()), must equal `meta` under `meta_mask`, with
- * the fields byte's mask and value both the fields needed, so that all of
- * that is one comparison; each address equal to the comparison's under its
- * mask, ports within `lo` and `lo + span`. An address is compared a 32-bit
- * word at a time; the frame must hold the `words` its prefix masks (at
- * least one). A clause (src/filter/compile.rs: DirectTest) is one or more
- * in a row: the frame matches each, or with `negate` does not; the last
- * (`end`) gives the rule. `held`: of a rule whose program runs instead on
- * a frame cut short. */
+ * address family, the fields it has (NP_SHAPE_* bits) and the 32-bit words
+ * it has of each address (bit w: more than w, libpcap's unit of address
+ * comparison), one byte each in that order (np_direct_meta()), must equal
+ * `meta` under `meta_mask`; the fields byte's mask and value are both the
+ * fields needed, and each words byte's the bit of the words the prefix
+ * masks (at least one), so that all of that is one comparison; nor may it
+ * equal `unless` under `unless_mask` (a clause's `and not tcp`; for none,
+ * a byte no frame has). Then each
+ * address equal to the comparison's under its mask, 64 bits at a time,
+ * ports within `lo` and `lo + span`. A clause (src/filter/direct.rs:
+ * DirectTest) is one or more in a row: the frame matches each, or with
+ * `negate` does not; the last (`end`) gives the rule. `held`: of a rule
+ * whose program runs instead on a frame cut short. */
 struct np_direct {
 	__u32 rule;
 	__u32 action;
-	__u32 meta, meta_mask;
-	__u8 negate, end, held, pad;
-	__u8 src_words, dst_words, pad2[2];
-	__u32 src[4], src_mask[4], dst[4], dst_mask[4]; /* network order */
+	__u64 meta, meta_mask, unless, unless_mask;
+	__u8 negate, end, held, pad[5];
+	__u64 src[2], src_mask[2], dst[2], dst_mask[2]; /* network order */
 	__u16 sport_lo, sport_span, dport_lo, dport_span;
 };
 
 /* np_rules_config.direct_flags: some direct comparison masks more than an
- * address's first word; some is negated or one of several in a clause. */
+ * address's first 64 bits; some is negated or one of several in a clause. */
 #define NP_DIRECT_WIDE 1
 #define NP_DIRECT_CLAUSES 2
 

@@ -185,7 +185,7 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, __u32 fa
 	const __u8 *bytes = (const __u8 *)p.addr;
 	__u32 idx, *entry;
 
-	p.words = np_load_addr_words(c, family, off, p.addr);
+	p.words = np_load_addr_words(c, family == 6 ? 4 : 1, off, p.addr);
 	if (!p.words)
 		return 0;
 	idx = (gen * 2 + p.fam) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];

@@ -9,13 +9,18 @@ use super::model::{Conjunction, Rule, RuleRef};
 pub const MAX_DIRECT: usize = 8;
 
 /// One comparison of the direct path (`struct np_direct`): the frame must
-/// match `conjunction`, or with `negate` must not. A clause is one or more
-/// in a row, the last (`end`) giving its rule; `held` marks those of a
-/// rule of clauses, whose program runs instead on a frame cut short.
+/// match `conjunction` and not `unless`, or with `negate` must not match
+/// `conjunction`. A clause is one or more in a row, the last (`end`)
+/// giving its rule; `held` marks those of a rule of clauses, whose program
+/// runs instead on a frame cut short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirectTest {
     pub rule: RuleRef,
     pub conjunction: Conjunction,
+    /// A conjunction of l3 and protocol only (`and not tcp`), compared in
+    /// the same step as `conjunction`, where a test of its own would cost
+    /// a step more.
+    pub unless: Option<Conjunction>,
     pub negate: bool,
     pub end: bool,
     pub held: bool,
@@ -34,6 +39,7 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
         let test = |conjunction, negate, end, held| DirectTest {
             rule,
             conjunction,
+            unless: None,
             negate,
             end,
             held,
@@ -43,11 +49,19 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
         }
         for clause in &r.clauses {
             let must = clause.must != Conjunction::default() || clause.must_not.is_empty();
+            let mut must_not = clause.must_not.clone();
             let start = tests.len();
             if must {
-                tests.push(test(clause.must, false, false, true));
+                let unless = must_not
+                    .iter()
+                    .position(reads_only_l3_and_protocol)
+                    .map(|i| must_not.remove(i));
+                tests.push(DirectTest {
+                    unless,
+                    ..test(clause.must, false, false, true)
+                });
             }
-            tests.extend(clause.must_not.iter().map(|c| test(*c, true, false, true)));
+            tests.extend(must_not.iter().map(|c| test(*c, true, false, true)));
             if let Some(last) = tests[start..].last_mut() {
                 last.end = true;
             }
@@ -57,4 +71,8 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
         }
     }
     tests
+}
+
+fn reads_only_l3_and_protocol(c: &Conjunction) -> bool {
+    c.src.is_none() && c.dst.is_none() && c.sport.is_none() && c.dport.is_none()
 }

@@ -5,7 +5,7 @@ use super::addr;
 use super::addr::MAX_LENS;
 use super::classes::COLUMNS;
 use super::compile::{DirectTest, MAX_DIRECT, MAX_SHAPES};
-use super::model::{PortRange, Prefix};
+use super::model::{Conjunction, PortRange, Prefix};
 use super::pcap::{Insn, MAX_INSNS};
 
 /// `struct np_addr_key`.
@@ -74,72 +74,95 @@ pub(super) struct RulesConfig {
     pub(super) addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
 }
 
-/// `struct np_direct`.
-#[repr(C)]
+/// `struct np_direct`, aligned as its 64-bit fields there.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Direct {
     pub(super) rule: u32,
     pub(super) action: u32,
-    /// l3, protocol, family and the fields needed, a byte each.
-    pub(super) meta: [u8; 4],
-    pub(super) meta_mask: [u8; 4],
+    /// l3, protocol, family, the fields needed and the address words
+    /// needed of src and dst (bit w: more than w), a byte each.
+    pub(super) meta: [u8; 8],
+    pub(super) meta_mask: [u8; 8],
+    /// The same for the test's `unless`.
+    pub(super) unless: [u8; 8],
+    pub(super) unless_mask: [u8; 8],
     pub(super) negate: u8,
     pub(super) end: u8,
     pub(super) held: u8,
-    pub(super) pad: u8,
-    pub(super) src_words: u8,
-    pub(super) dst_words: u8,
-    pub(super) pad2: [u8; 2],
+    pub(super) pad: [u8; 5],
     /// Addresses and masks in network order, as the frame holds them.
-    pub(super) src: [[u8; 4]; 4],
-    pub(super) src_mask: [[u8; 4]; 4],
-    pub(super) dst: [[u8; 4]; 4],
-    pub(super) dst_mask: [[u8; 4]; 4],
+    pub(super) src: [u8; 16],
+    pub(super) src_mask: [u8; 16],
+    pub(super) dst: [u8; 16],
+    pub(super) dst_mask: [u8; 16],
     pub(super) sport_lo: u16,
     pub(super) sport_span: u16,
     pub(super) dport_lo: u16,
     pub(super) dport_span: u16,
 }
 
+/// The 32-bit words a prefix masks, at least one (as the tables read it),
+/// as the bit the frame's words byte must have; its address and mask.
+fn prefix_words(p: Option<Prefix>) -> ([u8; 16], [u8; 16], u8) {
+    p.map_or(([0; 16], [0; 16], 0), |p| {
+        let mask = addr::mask(p.len);
+        let words = p.len.div_ceil(32).max(1);
+        let mask: [u8; 16] = std::array::from_fn(|i| mask[i / 4][i % 4]);
+        let addr = std::array::from_fn(|i| p.addr[i] & mask[i]);
+        (addr, mask, 1 << (words - 1))
+    })
+}
+
+/// `np_direct.meta` and its mask for `c`.
+fn meta_of(c: &Conjunction) -> ([u8; 8], [u8; 8]) {
+    // An alternative on addresses of two families matches no frame: its
+    // family is none a frame has.
+    let (family, family_mask) = match (c.src, c.dst) {
+        (Some(s), Some(d)) if s.family != d.family => (u8::MAX, u8::MAX),
+        (Some(p), _) | (None, Some(p)) => (p.family, u8::MAX),
+        (None, None) => (0, 0),
+    };
+    let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
+    let ((l3, l3_mask), (proto, proto_mask)) = (byte(c.l3), byte(c.proto));
+    let (fields, src_words, dst_words) = (c.shape(), prefix_words(c.src).2, prefix_words(c.dst).2);
+    (
+        [l3, proto, family, fields, src_words, dst_words, 0, 0],
+        [
+            l3_mask,
+            proto_mask,
+            family_mask,
+            fields,
+            src_words,
+            dst_words,
+            0,
+            0,
+        ],
+    )
+}
+
+/// An `unless` no frame equals: byte 6 of a frame's meta is 0.
+const NO_FRAME: [u8; 8] = [0, 0, 0, 0, 0, 0, u8::MAX, 0];
+
 impl Direct {
     pub(super) fn of(test: &DirectTest) -> Direct {
         let (rule, c) = (&test.rule, &test.conjunction);
-        // The words a prefix masks, at least one (as the tables read it).
-        let prefix = |p: Option<Prefix>| {
-            p.map_or(([[0; 4]; 4], [[0; 4]; 4], 0), |p| {
-                let mask = addr::mask(p.len);
-                let words = p.len.div_ceil(32).max(1);
-                let addr = std::array::from_fn(|w| {
-                    std::array::from_fn(|i| p.addr[4 * w + i] & mask[w][i])
-                });
-                (addr, mask, words)
-            })
-        };
-        // An alternative on addresses of two families matches no frame:
-        // its family is none a frame has.
-        let (family, family_mask) = match (c.src, c.dst) {
-            (Some(s), Some(d)) if s.family != d.family => (u8::MAX, u8::MAX),
-            (Some(p), _) | (None, Some(p)) => (p.family, u8::MAX),
-            (None, None) => (0, 0),
-        };
-        let byte = |v: Option<u8>| v.map_or((0, 0), |v| (v, u8::MAX));
         let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
-        let ((src, src_mask, src_words), (dst, dst_mask, dst_words)) =
-            (prefix(c.src), prefix(c.dst));
-        let ((l3, l3_mask), (proto, proto_mask)) = (byte(c.l3), byte(c.proto));
+        let ((src, src_mask, _), (dst, dst_mask, _)) = (prefix_words(c.src), prefix_words(c.dst));
         let ((sport_lo, sport_span), (dport_lo, dport_span)) = (range(c.sport), range(c.dport));
+        let (meta, meta_mask) = meta_of(c);
+        let (unless, unless_mask) = test.unless.as_ref().map_or((NO_FRAME, NO_FRAME), meta_of);
         Direct {
             rule: rule.rule,
             action: rule.action as u32,
-            meta: [l3, proto, family, c.shape()],
-            meta_mask: [l3_mask, proto_mask, family_mask, c.shape()],
+            meta,
+            meta_mask,
+            unless,
+            unless_mask,
             negate: u8::from(test.negate),
             end: u8::from(test.end),
             held: u8::from(test.held),
-            pad: 0,
-            src_words,
-            dst_words,
-            pad2: [0; 2],
+            pad: [0; 5],
             src,
             src_mask,
             dst,

@@ -24,15 +24,15 @@ use crate::kernel::counters::{sum_percpu, Counter};
 
 /// Writes `zero` (an array map's empty value) at each of `indices`.
 /// `np_rules_config.direct_flags` for these direct comparisons: whether
-/// any masks more than an address's first word (an IPv6 prefix up to /32
-/// masks only that), and whether any is negated or one of several in a
+/// any masks more than an address's first 64 bits (an IPv6 prefix longer
+/// than /64), and whether any is negated or one of several in a
 /// clause (else the program takes its cheaper loop).
 fn direct_flags(direct: &[DirectTest]) -> u32 {
     let wide = direct
         .iter()
         .flat_map(|t| [t.conjunction.src, t.conjunction.dst])
         .flatten()
-        .any(|p| p.len > 32);
+        .any(|p| p.len > 64);
     let clauses = direct.iter().any(|t| t.negate || !t.end || t.held);
     let mut flags = 0;
     if wide {
