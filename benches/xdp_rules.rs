@@ -361,6 +361,22 @@ fn test_run_section() {
                 udp6(),
             ),
             (
+                "netprobe `--drop`, one IPv6 host (`src host 2001:2::1`), on an IPv6 frame from \
+                 2001:2::1"
+                    .to_string(),
+                1,
+                parsed(["src host 2001:2::1".to_string()].into_iter()),
+                udp6(),
+            ),
+            (
+                "netprobe `--drop`, one rule `not port 22` (both frames match it): clauses, compared \
+                 directly"
+                    .to_string(),
+                1,
+                parsed(["not port 22".to_string()].into_iter()),
+                last_net_frame(1),
+            ),
+            (
                 "netprobe `--drop`, one rule with `not` (`src net 10.0.0.0/8 and not tcp`): \
                  clauses, compared directly"
                     .to_string(),

@@ -163,8 +163,10 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 static __always_inline __u32 np_load_addr_words(struct np_ctx *c, const __u32 max_words, __u32 off,
 						__u32 addr[4])
 {
-	__u32 words = max_words;
-	__u8 buf[16], *a = NULL;
+	/* Read as 32-bit words, not byte by byte: the hooks' frames allow
+	 * unaligned reads (XDP's packet, the socket filter's copy). */
+	__u32 words = max_words, buf[4];
+	const __u32 *a = NULL;
 
 	for (; words > 0; words--) {
 		a = np_ptr(c, off, words * 4, buf);

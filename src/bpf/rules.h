@@ -169,42 +169,61 @@ static long np_addr_probe_step(__u64 j, void *data)
 	return 1;
 }
 
-/* The class of the address of `family` at `off`: that of the longest
- * rule prefix covering it, 0 when none does. libpcap compares an address
- * a 32-bit word at a time and only the words a prefix masks, so a frame
- * that ends inside an address still matches a prefix within the words it
- * has: longer prefixes are not tried. */
-static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, __u32 family, __u32 off)
+/* The longest rule prefix in the hash covering the `words` words of
+ * `addr`, of the lengths of `longer`, if any; else `class`. The state is
+ * built only here: zeroing it cost every address a few stores. */
+static __always_inline __u32 np_addr_longer(__u32 gen, const __u32 family, const __u32 addr[4],
+						 __u32 words, __u32 longer, __u32 class)
 {
 	struct np_addr_probe p = {
 		.key = { .gen = gen, .family = family },
 		.gen = gen,
 		.fam = family == 6,
+		.words = words,
+		.longer = longer,
+		.class = class,
 	};
-	const struct np_addr_slot *slot;
-	const __u8 *bytes = (const __u8 *)p.addr;
-	__u32 idx, *entry;
 
-	p.words = np_load_addr_words(c, family == 6 ? 4 : 1, off, p.addr);
-	if (!p.words)
+	__builtin_memcpy(p.addr, addr, family == 6 ? 16 : 4);
+	bpf_loop(NP_ADDR_LENS, np_addr_probe_step, &p, 0);
+	return p.class;
+}
+
+/* The class of the address of `family` at `off`: that of the longest
+ * rule prefix covering it, 0 when none does. libpcap compares an address
+ * a 32-bit word at a time and only the words a prefix masks, so a frame
+ * that ends inside an address still matches a prefix within the words it
+ * has: longer prefixes are not tried. */
+static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __u32 family,
+					   __u32 off)
+{
+	const struct np_addr_slot *slot;
+	__u32 addr[4], idx, *entry, words, class, longer;
+	const __u8 *bytes = (const __u8 *)addr;
+
+	/* Words past those read are masked off, but must be written. */
+	if (family == 6)
+		__builtin_memset(addr, 0, sizeof(addr));
+	words = np_load_addr_words(c, family == 6 ? 4 : 1, off, addr);
+	if (!words)
 		return 0;
-	idx = (gen * 2 + p.fam) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];
+	idx = (gen * 2 + (family == 6)) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];
 	slot = bpf_map_lookup_elem(&addr_slots, &idx);
 	if (!slot)
 		return 0;
-	p.class = slot->class;
-	p.longer = slot->longer;
+	class = slot->class;
+	longer = slot->longer;
 	if (slot->block) {
 		idx = (gen * max_blocks + slot->block - 1) * NP_ADDR_BLOCK + bytes[2];
 		entry = bpf_map_lookup_elem(&addr_blocks, &idx);
 		if (!entry)
 			return 0;
-		p.class = *entry & ((1U << NP_ADDR_CLASS_BITS) - 1);
-		p.longer = *entry >> NP_ADDR_CLASS_BITS;
+		class = *entry & ((1U << NP_ADDR_CLASS_BITS) - 1);
+		longer = *entry >> NP_ADDR_CLASS_BITS;
 	}
-	if (p.longer)
-		bpf_loop(NP_ADDR_LENS, np_addr_probe_step, &p, 0);
-	return p.class;
+	if (longer)
+		class = np_addr_longer(gen, family, addr, words, longer, class);
+	return class;
 }
 
 /* The same for a family known only at run time (0: no addresses); each
