@@ -255,7 +255,7 @@ const ADDRS6: [[u16; 8]; 3] = [
     [0x2001, 0xdb8, 0, 0, 0, 0, 0, 2],
     [0x2001, 0xdb8, 1, 0, 0, 0, 0, 9],
 ];
-const PORTS: [u16; 6] = [9, 53, 80, 443, 1500, 40000];
+const PORTS: [u16; 7] = [0, 9, 53, 80, 443, 1500, 40000];
 
 fn v6(a: [u16; 8]) -> [u8; 16] {
     std::net::Ipv6Addr::from(a).octets()
@@ -623,7 +623,7 @@ fn random_rule(rng: &mut Rng) -> String {
             6 => format!(
                 "{}portrange {}",
                 dir(rng),
-                rng.pick(&["1-100", "53-443", "1000-50000"])
+                rng.pick(&["0-9", "1-100", "53-443", "1000-50000"])
             ),
             _ => rng.pick(&["tcp", "udp"]).to_string(),
         }
@@ -757,13 +757,10 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
     );
 }
 
-/// Every frame length through the addresses, for a prefix of every word
-/// count, on the direct path and through the tables: libpcap compares an
-/// address a 32-bit word at a time, only the words a prefix masks, and
-/// rejects a frame that ends before one of them.
-#[test]
-fn addresses_cut_short_match_the_words_libpcap_compares() {
-    common::require_root();
+/// Checks each rule of `texts`, alone, on the direct path and through the
+/// tables, against libpcap's program for it on every frame of `frames`;
+/// returns the frames checked and those matched.
+fn check_each_rule(texts: &[String], frames: &[Vec<u8>]) -> (usize, usize) {
     let opts = LoadOptions {
         rules: Some(Capacity {
             rules: 8,
@@ -779,6 +776,53 @@ fn addresses_cut_short_match_the_words_libpcap_compares() {
     let mut storage = MaybeUninit::uninit();
     let skel = load(&mut storage, &opts).expect("loading the XDP program with rules");
     let mut state = RuleState::new(opts.rules.unwrap());
+    let (mut checked, mut matched) = (0, 0);
+    for text in texts {
+        let rules = vec![parse(text, Action::Drop).unwrap()];
+        let programs = vec![reference_program(text).unwrap()];
+        for (layout, compiled) in [
+            ("direct", Compiled::compile(&rules).unwrap()),
+            ("tables", Compiled::compile_tables_only(&rules).unwrap()),
+        ] {
+            assert_eq!(layout == "direct", !compiled.direct.is_empty(), "{text}");
+            state
+                .install(&rule_tables(&skel), &rules, &compiled)
+                .unwrap();
+            for f in frames {
+                let want = first_match(&rules, &programs, f).is_some();
+                assert_eq!(
+                    run(&skel, f),
+                    if want { 1 } else { 2 },
+                    "{text} ({layout}): tcpdump's filter says {want} for frame {}",
+                    hex(f)
+                );
+                checked += 1;
+                matched += usize::from(want);
+            }
+        }
+    }
+    (checked, matched)
+}
+
+/// An Ethernet frame of `ethertype` and `l3`, behind `tags` VLAN tags, and
+/// each of its heads from `from` bytes on.
+fn cut_frames(ethertype: u16, l3: &[u8], tags: usize, from: usize) -> Vec<Vec<u8>> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+    for _ in 0..tags {
+        f.extend([0x81, 0, 0, 10]);
+    }
+    f.extend(ethertype.to_be_bytes());
+    f.extend(l3);
+    (from..=f.len()).map(|n| f[..n].to_vec()).collect()
+}
+
+/// Every frame length through the addresses, for a prefix of every word
+/// count, on the direct path and through the tables: libpcap compares an
+/// address a 32-bit word at a time, only the words a prefix masks, and
+/// rejects a frame that ends before one of them.
+#[test]
+fn addresses_cut_short_match_the_words_libpcap_compares() {
+    common::require_root();
     // 2001:db8::... with zeros where the longer prefixes' words are, so
     // that a word read as zero past the frame's end would match.
     let mut ip6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
@@ -789,15 +833,9 @@ fn addresses_cut_short_match_the_words_libpcap_compares() {
         0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 0, 10, 0, 0, 0,
     ];
     ip4.extend([0, 9, 0, 9, 0, 8, 0, 0]);
-    let mut frames = Vec::new();
-    for (ethertype, l3) in [(0x86ddu16, &ip6), (0x0800, &ip4)] {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
-        f.extend(ethertype.to_be_bytes());
-        f.extend(l3.iter());
-        frames.extend((14..=f.len()).map(|n| f[..n].to_vec()));
-    }
-    let (mut checked, mut matched) = (0, 0);
-    for net in [
+    let mut frames = cut_frames(0x86dd, &ip6, 0, 14);
+    frames.extend(cut_frames(0x0800, &ip4, 0, 14));
+    let texts: Vec<String> = [
         "2001::/16",
         "2001:db8::/32",
         "2001:db8::/40",
@@ -808,35 +846,50 @@ fn addresses_cut_short_match_the_words_libpcap_compares() {
         "2001:db8::/128",
         "10.0.0.0/8",
         "10.0.0.0/32",
-    ] {
-        for dir in ["src", "dst"] {
-            let text = format!("{dir} net {net}");
-            let rules = vec![parse(&text, Action::Drop).unwrap()];
-            let program = reference_program(&text).unwrap();
-            for (layout, compiled) in [
-                ("direct", Compiled::compile(&rules).unwrap()),
-                ("tables", Compiled::compile_tables_only(&rules).unwrap()),
-            ] {
-                assert_eq!(layout == "direct", !compiled.direct.is_empty(), "{text}");
-                state
-                    .install(&rule_tables(&skel), &rules, &compiled)
-                    .unwrap();
-                for f in &frames {
-                    let want = accepts(&program, f);
-                    assert_eq!(
-                        run(&skel, f),
-                        if want { 1 } else { 2 },
-                        "{text} ({layout}): tcpdump's filter says {want} for frame {}",
-                        hex(f)
-                    );
-                    checked += 1;
-                    matched += usize::from(want);
-                }
-            }
-        }
-    }
+    ]
+    .iter()
+    .flat_map(|net| ["src", "dst"].map(|dir| format!("{dir} net {net}")))
+    .collect();
+    let (checked, matched) = check_each_rule(&texts, &frames);
     assert!(
         matched > checked / 10 && matched < checked / 2,
+        "{matched} of {checked}"
+    );
+}
+
+/// Rules of clauses (`not`) on TCP frames cut anywhere in the IPv4 header
+/// and the ports, with and without a VLAN tag: a cut frame's verdict is its
+/// program's, which rejects a frame whose end it reads past, even where no
+/// comparison of the clauses reads that field (a conjunction that matches
+/// nothing, `not` of it everything).
+#[test]
+fn clauses_on_frames_cut_short_match_as_their_programs() {
+    common::require_root();
+    let mut frames = Vec::new();
+    for (sport, dport) in [(22u16, 80u16), (100, 22), (1000, 443)] {
+        let mut ip4 = vec![
+            0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        ip4.extend(sport.to_be_bytes());
+        ip4.extend(dport.to_be_bytes());
+        ip4.extend([0; 16]);
+        for tags in [0, 1] {
+            frames.extend(cut_frames(0x0800, &ip4, tags, 14 + 4 * tags + 8));
+        }
+    }
+    let texts: Vec<String> = [
+        "not port 22",
+        "not src portrange 53-443",
+        "not (src portrange 53-443 and src port 40000)",
+        "tcp and not dst port 80",
+        "src net 10.0.0.0/8 and not tcp",
+        "not (port 22 or port 443) and not udp",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (checked, matched) = check_each_rule(&texts, &frames);
+    assert!(
+        matched > checked / 10 && matched < checked * 9 / 10,
         "{matched} of {checked}"
     );
 }

@@ -296,8 +296,10 @@ static __always_inline struct np_rule_ref np_direct_first(struct np_ctx *c,
 			best.action = d->action;
 			break;
 		}
-		miss |= NP_ABOVE(f->sport - d->sport_lo, d->sport_span) |
-			NP_ABOVE(f->dport - d->dport_lo, d->dport_span) |
+		/* Modulo 2^16: a clause's `and not port N` is the range
+		 * that wraps around N. */
+		miss |= NP_ABOVE((f->sport - d->sport_lo) & 0xffff, d->sport_span) |
+			NP_ABOVE((f->dport - d->dport_lo) & 0xffff, d->dport_span) |
 			NP_ZERO((meta ^ d->unless) & d->unless_mask);
 		/* The clause fails where the frame fails a comparison: all
 		 * arithmetic, so that the verifier meets the same state at
@@ -325,7 +327,12 @@ static __always_inline struct np_rule_ref np_direct_path(struct np_ctx *c,
 	struct np_field_at at;
 	__u32 cut;
 
-	np_locate_fields(c, cfg->fields, &at, clauses);
+	/* With clauses, the ports are located even where no comparison
+	 * reads them: a held rule's program may (`not (port 53 and port
+	 * 80)` compares nothing), and the frame must hold them not to be cut
+	 * short. */
+	np_locate_fields(c, clauses ? cfg->fields | NP_SHAPE_SPORT | NP_SHAPE_DPORT : cfg->fields,
+			 &at, clauses);
 	/* Read back from the stack: kept in registers, they were set again
 	 * on each of the ways np_locate_fields() can end. */
 	asm volatile("" : : "r"(&at) : "memory");

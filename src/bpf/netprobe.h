@@ -172,7 +172,8 @@ struct np_class_row {
  * equal `unless` under `unless_mask` (a clause's `and not tcp`; for none,
  * a byte no frame has). Then each
  * address equal to the comparison's under its mask, 64 bits at a time,
- * ports within `lo` and `lo + span`. A clause (src/filter/direct.rs:
+ * ports within `lo` and `lo + span` (in a clause, modulo 2^16: the range
+ * around a clause's `and not port N`). A clause (src/filter/direct.rs:
  * DirectTest) is one or more in a row: the frame matches each, or with
  * `negate` does not; the last (`end`) gives the rule. `held`: of a rule
  * whose program runs instead on a frame cut short. */

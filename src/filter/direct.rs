@@ -1,7 +1,7 @@
 //! The direct path: a rule set of a few table alternatives and clauses
 //! compared one by one (src/bpf/fields.h), cheaper than the tables'
 //! lookups for one rule or a few.
-use super::model::{Conjunction, Rule, RuleRef};
+use super::model::{Conjunction, PortRange, Rule, RuleRef, SHAPE_DPORT, SHAPE_SPORT};
 
 /// Comparisons a rule set may take and still be matched directly
 /// (`NP_MAX_DIRECT`): one each per packet, where the tables cost a lookup
@@ -9,8 +9,8 @@ use super::model::{Conjunction, Rule, RuleRef};
 pub const MAX_DIRECT: usize = 8;
 
 /// One comparison of the direct path (`struct np_direct`): the frame must
-/// match `conjunction` and not `unless`, or with `negate` must not match
-/// `conjunction`. A clause is one or more in a row, the last (`end`)
+/// match `conjunction`, not `unless`, and have no port in `except_sport`
+/// or `except_dport`, or with `negate` must not match `conjunction`. A clause is one or more in a row, the last (`end`)
 /// giving its rule; `held` marks those of a rule of clauses, whose program
 /// runs instead on a frame cut short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,9 +21,27 @@ pub struct DirectTest {
     /// the same step as `conjunction`, where a test of its own would cost
     /// a step more.
     pub unless: Option<Conjunction>,
+    /// A clause's `and not src port N` (a range without port 0, on a
+    /// port `conjunction` leaves free), compared as the range around it.
+    pub except_sport: Option<PortRange>,
+    pub except_dport: Option<PortRange>,
     pub negate: bool,
     pub end: bool,
     pub held: bool,
+}
+
+impl DirectTest {
+    /// The fields the program must read for it (`NP_SHAPE_*` bits).
+    pub fn fields(&self) -> u8 {
+        let except = [
+            (self.except_sport, SHAPE_SPORT),
+            (self.except_dport, SHAPE_DPORT),
+        ];
+        except
+            .iter()
+            .filter(|(range, _)| range.is_some())
+            .fold(self.conjunction.shape(), |acc, (_, bit)| acc | bit)
+    }
 }
 
 /// The comparisons the BPF program makes one by one, in rule order: of
@@ -40,6 +58,8 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
             rule,
             conjunction,
             unless: None,
+            except_sport: None,
+            except_dport: None,
             negate,
             end,
             held,
@@ -48,18 +68,31 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
             tests.extend(r.alternatives.iter().map(|c| test(*c, false, true, false)));
         }
         for clause in &r.clauses {
-            let must = clause.must != Conjunction::default() || clause.must_not.is_empty();
+            // The negated conjunctions that fit in the step of the
+            // positive part, folded into it; the others a step each.
             let mut must_not = clause.must_not.clone();
+            let mut take = |fits: &dyn Fn(&Conjunction) -> bool| {
+                let i = must_not.iter().position(fits)?;
+                Some(must_not.remove(i))
+            };
+            let positive = DirectTest {
+                unless: take(&reads_only_l3_and_protocol),
+                except_sport: (clause.must.sport.is_none())
+                    .then(|| take(&|c| port_only(c).is_some_and(|(source, _)| source)))
+                    .flatten()
+                    .and_then(|c| c.sport),
+                except_dport: (clause.must.dport.is_none())
+                    .then(|| take(&|c| port_only(c).is_some_and(|(source, _)| !source)))
+                    .flatten()
+                    .and_then(|c| c.dport),
+                ..test(clause.must, false, false, true)
+            };
+            let folded = positive.unless.is_some()
+                || positive.except_sport.is_some()
+                || positive.except_dport.is_some();
             let start = tests.len();
-            if must {
-                let unless = must_not
-                    .iter()
-                    .position(reads_only_l3_and_protocol)
-                    .map(|i| must_not.remove(i));
-                tests.push(DirectTest {
-                    unless,
-                    ..test(clause.must, false, false, true)
-                });
+            if clause.must != Conjunction::default() || folded || must_not.is_empty() {
+                tests.push(positive);
             }
             tests.extend(must_not.iter().map(|c| test(*c, true, false, true)));
             if let Some(last) = tests[start..].last_mut() {
@@ -75,4 +108,84 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
 
 fn reads_only_l3_and_protocol(c: &Conjunction) -> bool {
     c.src.is_none() && c.dst.is_none() && c.sport.is_none() && c.dport.is_none()
+}
+
+/// Whether `c` is one port range and nothing else (true: the source
+/// port), without port 0: a frame without ports reads as port 0, and
+/// must fall outside the range around it.
+fn port_only(c: &Conjunction) -> Option<(bool, PortRange)> {
+    let rest = Conjunction {
+        sport: None,
+        dport: None,
+        ..*c
+    };
+    if rest != Conjunction::default() {
+        return None;
+    }
+    match (c.sport, c.dport) {
+        (Some(r), None) if r.lo > 0 => Some((true, r)),
+        (None, Some(r)) if r.lo > 0 => Some((false, r)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::compile::Compiled;
+    use super::super::model::PROTO_TCP;
+    use super::super::tests::drop_rule;
+    use super::*;
+
+    /// (except_sport, except_dport, unless, negate, end) of each step.
+    type Step = (
+        Option<PortRange>,
+        Option<PortRange>,
+        Option<Conjunction>,
+        bool,
+        bool,
+    );
+
+    fn steps(text: &str) -> Vec<Step> {
+        Compiled::compile(&[drop_rule(text)])
+            .unwrap()
+            .direct
+            .iter()
+            .inspect(|t| assert!(t.held, "{text}: a rule of clauses is held"))
+            .map(|t| (t.except_sport, t.except_dport, t.unless, t.negate, t.end))
+            .collect()
+    }
+
+    #[test]
+    fn negated_ports_and_protocols_fold_into_the_positive_step() {
+        if !super::super::pcap::available() {
+            return;
+        }
+        let port = |n: u16| Some(PortRange { lo: n, hi: n });
+        let tcp = Conjunction {
+            proto: Some(PROTO_TCP),
+            ..Default::default()
+        };
+        // Both negated ports in one step, the ranges around port 22.
+        assert_eq!(
+            steps("not port 22"),
+            [(port(22), port(22), None, false, true)]
+        );
+        let compiled = Compiled::compile(&[drop_rule("not port 22")]).unwrap();
+        assert_eq!(compiled.direct[0].conjunction, Conjunction::default());
+        assert_eq!(compiled.direct[0].fields(), SHAPE_SPORT | SHAPE_DPORT);
+        assert_eq!(
+            steps("src net 10.0.0.0/8 and not tcp"),
+            [(None, None, Some(tcp), false, true)]
+        );
+        // Port 0 is what a frame without ports reads as: a step of its own.
+        assert_eq!(steps("not src port 0"), [(None, None, None, true, true)]);
+        // One range per port field; the second a step of its own.
+        assert_eq!(
+            steps("not port 22 and not dst port 80"),
+            [
+                (port(22), port(22), None, false, false),
+                (None, None, None, true, true)
+            ]
+        );
+    }
 }

@@ -147,9 +147,18 @@ const NO_FRAME: [u8; 8] = [0, 0, 0, 0, 0, 0, u8::MAX, 0];
 impl Direct {
     pub(super) fn of(test: &DirectTest) -> Direct {
         let (rule, c) = (&test.rule, &test.conjunction);
-        let range = |r: Option<PortRange>| r.map_or((0, u16::MAX), |r| (r.lo, r.hi - r.lo));
+        // A port range as its first port and span; the ports outside
+        // `except` (which has no port 0) as the range that wraps around it.
+        let range = |r: Option<PortRange>, except: Option<PortRange>| match (r, except) {
+            (Some(r), _) => (r.lo, r.hi - r.lo),
+            (None, Some(e)) => (e.hi.wrapping_add(1), u16::MAX - 1 - (e.hi - e.lo)),
+            (None, None) => (0, u16::MAX),
+        };
         let ((src, src_mask, _), (dst, dst_mask, _)) = (prefix_words(c.src), prefix_words(c.dst));
-        let ((sport_lo, sport_span), (dport_lo, dport_span)) = (range(c.sport), range(c.dport));
+        let ((sport_lo, sport_span), (dport_lo, dport_span)) = (
+            range(c.sport, test.except_sport),
+            range(c.dport, test.except_dport),
+        );
         let (meta, meta_mask) = meta_of(c);
         let (unless, unless_mask) = test.unless.as_ref().map_or((NO_FRAME, NO_FRAME), meta_of);
         Direct {

@@ -327,7 +327,7 @@ impl RuleState {
                 .shapes
                 .iter()
                 .copied()
-                .chain(compiled.direct.iter().map(|t| t.conjunction.shape()))
+                .chain(compiled.direct.iter().map(DirectTest::fields))
                 .fold(0, |acc, s| acc | u32::from(s)),
             n_programs: compiled.programs.len() as u32,
             n_direct: compiled.direct.len() as u32,
