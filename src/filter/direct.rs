@@ -10,9 +10,10 @@ pub const MAX_DIRECT: usize = 8;
 
 /// One comparison of the direct path (`struct np_direct`): the frame must
 /// match `conjunction`, not `unless`, and have no port in `except_sport`
-/// or `except_dport`, or with `negate` must not match `conjunction`. A clause is one or more in a row, the last (`end`)
-/// giving its rule; `held` marks those of a rule of clauses, whose program
-/// runs instead on a frame cut short.
+/// or `except_dport`, or with `negate` must not match `conjunction`. A
+/// clause is one or more in a row, the last (`end`) giving its rule;
+/// `held` marks those of a rule of clauses, whose program runs instead on
+/// a frame cut short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirectTest {
     pub rule: RuleRef,
@@ -75,16 +76,20 @@ pub(super) fn direct_tests(rules: &[Rule]) -> Vec<DirectTest> {
                 let i = must_not.iter().position(fits)?;
                 Some(must_not.remove(i))
             };
+            let mut except = |source: bool, free: bool| {
+                let taken = free
+                    .then(|| take(&|c| is_port_range(c, source)))
+                    .flatten()?;
+                if source {
+                    taken.sport
+                } else {
+                    taken.dport
+                }
+            };
             let positive = DirectTest {
+                except_sport: except(true, clause.must.sport.is_none()),
+                except_dport: except(false, clause.must.dport.is_none()),
                 unless: take(&reads_only_l3_and_protocol),
-                except_sport: (clause.must.sport.is_none())
-                    .then(|| take(&|c| port_only(c).is_some_and(|(source, _)| source)))
-                    .flatten()
-                    .and_then(|c| c.sport),
-                except_dport: (clause.must.dport.is_none())
-                    .then(|| take(&|c| port_only(c).is_some_and(|(source, _)| !source)))
-                    .flatten()
-                    .and_then(|c| c.dport),
                 ..test(clause.must, false, false, true)
             };
             let folded = positive.unless.is_some()
@@ -110,23 +115,21 @@ fn reads_only_l3_and_protocol(c: &Conjunction) -> bool {
     c.src.is_none() && c.dst.is_none() && c.sport.is_none() && c.dport.is_none()
 }
 
-/// Whether `c` is one port range and nothing else (true: the source
-/// port), without port 0: a frame without ports reads as port 0, and
-/// must fall outside the range around it.
-fn port_only(c: &Conjunction) -> Option<(bool, PortRange)> {
+/// Whether `c` is one range of the source port (`source`) or of the
+/// destination port, and nothing else, without port 0: a frame without
+/// ports reads as port 0, and must fall outside the range around it.
+fn is_port_range(c: &Conjunction, source: bool) -> bool {
+    let (range, other) = if source {
+        (c.sport, c.dport)
+    } else {
+        (c.dport, c.sport)
+    };
     let rest = Conjunction {
         sport: None,
         dport: None,
         ..*c
     };
-    if rest != Conjunction::default() {
-        return None;
-    }
-    match (c.sport, c.dport) {
-        (Some(r), None) if r.lo > 0 => Some((true, r)),
-        (None, Some(r)) if r.lo > 0 => Some((false, r)),
-        _ => None,
-    }
+    rest == Conjunction::default() && other.is_none() && range.is_some_and(|r| r.lo > 0)
 }
 
 #[cfg(test)]
