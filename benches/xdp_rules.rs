@@ -338,6 +338,16 @@ fn test_run_section() {
                 last_net_frame(MIXED),
             ),
             (
+                "netprobe `--drop`, the mixed set, then 16 rules with `not` (`src net \
+                 10.<200+i>.0.0/16 and not tcp`): clauses in the tables"
+                    .to_string(),
+                MIXED + 16,
+                parsed((0..MIXED).map(mixed_text).chain(
+                    (0..16).map(|i| format!("src net 10.{}.0.0/16 and not tcp", 200 + i)),
+                )),
+                last_net_frame(MIXED),
+            ),
+            (
                 "netprobe `--drop`, a block list (hosts, /16-/24 nets, IPv4 and IPv6, ports)"
                     .to_string(),
                 100_000,

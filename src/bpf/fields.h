@@ -148,6 +148,7 @@ static __always_inline void np_locate_fields(struct np_ctx *c, __u32 fields, str
 			f->end = l + 28;
 	} else {
 		/* Nothing past the EtherType is read. */
+		f->l3 = NP_MATCH_NONE;
 		if (want_end)
 			f->end = l;
 		return;

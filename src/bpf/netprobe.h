@@ -71,6 +71,7 @@ enum np_match_l3 {
 	NP_MATCH_IPV6 = 1,
 	NP_MATCH_ARP = 2,
 	NP_MATCH_RARP = 3,
+	NP_MATCH_NONE = 4, /* another EtherType */
 };
 
 enum np_shape_bits {
@@ -221,6 +222,9 @@ struct np_rules_config {
 	__u64 by_l3[4];
 	__u64 by_proto[256];
 	__u64 keyed[NP_CLASS_FIELDS];
+	/* The shapes of clauses (src/filter/clause_cells.rs): not probed on a
+	 * frame cut short, where the rules' programs decide. */
+	__u64 clause_shapes;
 	__u8 proto_class[256];
 	/* Per family (IPv4, IPv6): the prefix lengths in the hash, longest
 	 * first, and the mask of each in network order. */

@@ -284,10 +284,23 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
 
 	/* Not the shape columns: `found` says which are this frame's. */
 	f->class[0][0] = f->class[1][0] = f->class[2][0] = f->class[3][0] = 0;
-	np_locate_fields(c, fields, &f->at, false);
+	/* Where programs are held, the ports are located even where no
+	 * rule reads them, for how long the frame must be: a held rule's
+	 * program may read them. */
+	np_locate_fields(c, cfg->held_programs ? fields | NP_SHAPE_SPORT | NP_SHAPE_DPORT : fields,
+			 &f->at, true);
+	/* Read back from memory: kept in registers, the fields were set
+	 * again on each of the ways np_locate_fields() can end. */
+	asm volatile("" ::: "memory");
 	ports = f->at.ports;
-	if (!ports)
+	if (!ports) {
+		/* A shape of clauses reads the port columns of a frame without
+		 * ports as class 0. */
+		if (row_fields & 0xc)
+			__builtin_memset(&f->class[2][1], 0,
+					 sizeof(f->class[0]) * 2 - sizeof(f->class[0][0]));
 		return;
+	}
 	if (fields & NP_SHAPE_SPORT)
 		np_port_classes(c, gen, ports, f, 2);
 	if (fields & NP_SHAPE_DPORT)
@@ -366,15 +379,17 @@ static const __u8 np_bit_index[64] = {
 
 /* The first rule the tables match: one lookup per shape the frame can
  * match (np_candidate_shapes()), after an array lookup per field present
- * whose rows the program reads. */
+ * whose rows the program reads. `*whole`: 1 if the frame of `len` bytes
+ * is not cut short, where the shapes of clauses hold their rules. */
 static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u32 gen,
-							  const struct np_rules_config *cfg)
+							  const struct np_rules_config *cfg,
+							  __u32 len, __u32 *whole)
 {
 	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_shape_key key;
 	struct np_rule_ref *ref;
 	struct np_fields *fp;
-	__u32 i, k, zero = 0;
+	__u32 i, k, zero = 0, cut;
 	__u64 cand;
 
 	fp = bpf_map_lookup_elem(&fields_seen, &zero);
@@ -394,7 +409,9 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	np_addr_columns(fp, gen, 0);
 	np_addr_columns(fp, gen, 1);
 	asm volatile("" ::: "memory");
-	cand = np_candidate_shapes(cfg, fp);
+	cut = len < fp->at.end;
+	*whole = !cut;
+	cand = np_candidate_shapes(cfg, fp) & ~(cfg->clause_shapes & -(__u64)cut);
 	for (k = 0; k < NP_MAX_SHAPES; k++) {
 		__u32 src, dst, sport, dport;
 		const __u8 *column;
@@ -480,10 +497,10 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	if (NP_DIRECT_MATCH && cfg->n_direct)
 		best = np_match_direct(c, cfg, len, &whole);
 	else if (cfg->n_shapes)
-		best = np_match_tables(c, gen, cfg);
+		best = np_match_tables(c, gen, cfg, len, &whole);
 	n = cfg->n_programs;
-	/* Where the direct path compared the clauses it holds on a frame
-	 * not cut short, their rules' programs need not run. */
+	/* Where the direct path or the tables compared the clauses they hold
+	 * on a frame not cut short, their rules' programs need not run. */
 	if (n && n <= NP_MAX_PROGRAMS && (!whole || cfg->held_programs < n)) {
 		__u64 found = np_programs(c, gen * max_programs, gen * max_programs + n - 1,
 					  best.rule, len, whole, nested);

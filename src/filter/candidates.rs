@@ -3,8 +3,13 @@
 //! every field it is keyed on, and some rule of the shape covers the
 //! frame's value of each (its l3, its protocol, the rule set's class of
 //! each address and port). A class that only other shapes' rules cover
-//! costs no probe. `np_candidate_shapes()` in rules.h computes the same.
-use super::model::{SHAPE_DPORT, SHAPE_DST, SHAPE_L3, SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC};
+//! costs no probe. A shape of clauses (src/filter/clause_cells.rs) is
+//! probed wherever the frame has the fields its clauses' `must` need: a
+//! `not` matches frames that have no value of its rules. `np_candidate_shapes()`
+//! in rules.h computes the same.
+use super::model::{
+    SHAPE_CLAUSE, SHAPE_DPORT, SHAPE_DST, SHAPE_L3, SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC,
+};
 
 /// The fields with classes (src, dst, sport, dport) as shape bits.
 pub(super) const CLASS_FIELDS: [u8; 4] = [SHAPE_SRC, SHAPE_DST, SHAPE_SPORT, SHAPE_DPORT];
@@ -29,24 +34,40 @@ pub struct ShapeMasks {
 
 impl Default for ShapeMasks {
     fn default() -> ShapeMasks {
-        ShapeMasks::new(&[], 0, 0)
+        ShapeMasks::new(&[], &[], 0, 0)
     }
 }
 
 impl ShapeMasks {
-    /// For `shapes` (NP_SHAPE_* bits), with `addr_classes` and
-    /// `port_classes` classes besides 0, and as yet no rule covering any
-    /// value: [`cover`](Self::cover) adds them.
-    pub(super) fn new(shapes: &[u8], addr_classes: usize, port_classes: usize) -> ShapeMasks {
+    /// For `shapes` (NP_SHAPE_* bits), which a frame can match only with
+    /// the fields of `needs` (each shape's own fields, but for a shape of
+    /// clauses), with `addr_classes` and `port_classes` classes besides 0,
+    /// and as yet no rule covering any value: [`cover`](Self::cover) adds
+    /// them.
+    pub(super) fn new(
+        shapes: &[u8],
+        needs: &[u8],
+        addr_classes: usize,
+        port_classes: usize,
+    ) -> ShapeMasks {
+        // The fields a shape is keyed on by value: none of a shape of
+        // clauses.
+        let keys = |s: u8| if s & SHAPE_CLAUSE != 0 { 0 } else { s };
         let of = |keep: &dyn Fn(u8) -> bool| {
             shapes
                 .iter()
                 .enumerate()
-                .filter(|(_, &s)| keep(s))
+                .filter(|(_, &s)| keep(keys(s)))
                 .fold(0u64, |acc, (i, _)| acc | 1 << i)
         };
         ShapeMasks {
-            by_found: std::array::from_fn(|found| of(&|s| usize::from(s) & !found == 0)),
+            by_found: std::array::from_fn(|found| {
+                needs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &n)| usize::from(n) & !found == 0)
+                    .fold(0u64, |acc, (i, _)| acc | 1 << i)
+            }),
             by_l3: [of(&|s| s & SHAPE_L3 == 0); 4],
             by_proto: [of(&|s| s & SHAPE_PROTO == 0); 256],
             keyed: CLASS_FIELDS.map(|bit| of(&|s| s & bit != 0)),

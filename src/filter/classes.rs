@@ -55,6 +55,12 @@ impl<K: Ord + Copy> PrefixIndex<K> {
         self.sorted.len()
     }
 
+    /// The item whose class is `class`; none for class 0.
+    pub(super) fn item(&self, class: u32) -> Option<K> {
+        let i = usize::try_from(class).ok()?.checked_sub(1)?;
+        self.sorted.get(i).map(|item| item.3)
+    }
+
     /// Writes into column `column` of `rows` (one row per class of
     /// `self`, plus row 0) the class in `local` (an index of some of
     /// `self`'s items) of each of `self`'s classes: that of the longest
@@ -79,8 +85,12 @@ impl<K: Ord + Copy> PrefixIndex<K> {
     }
 }
 
-/// Values of the l3 field (`enum np_match_l3`).
+/// Values of the l3 field (`enum np_match_l3`) a shape keyed on it
+/// meets: a frame without one has no cell there.
 pub(super) const L3_VALUES: u64 = 4;
+/// The same for a shape of clauses, which a frame of another EtherType
+/// (`L3_NONE`) may match.
+pub(super) const CLAUSE_L3_VALUES: u64 = 5;
 /// A shape of at most this many cells keeps the rule set's classes: its
 /// own would cost an array lookup per field and packet, to save memory
 /// that is small already.

@@ -15,14 +15,15 @@ use super::addr::AddrTables;
 use super::candidates::{ShapeMasks, CLASS_FIELDS};
 use super::classes::{
     addr_item, block_range, own_classes, port_classes, port_item, prefix_range, PrefixIndex,
-    COLUMNS, L3_VALUES, MAX_CELLS_PER_SHAPE,
+    CLAUSE_L3_VALUES, COLUMNS, L3_VALUES, MAX_CELLS_PER_SHAPE,
 };
+use super::clause_cells::{clause_shape, conjunctions, ClauseSpace};
 use super::direct::direct_tests;
 pub use super::direct::{DirectTest, MAX_DIRECT};
 pub use super::model::RuleRef;
 use super::model::{
-    Conjunction, PacketFields, PortRange, Prefix, Rule, SHAPE_DPORT, SHAPE_DST, SHAPE_L3,
-    SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC,
+    Conjunction, PortRange, Prefix, Rule, SHAPE_CLAUSE, SHAPE_DPORT, SHAPE_DST, SHAPE_FIELDS,
+    SHAPE_L3, SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC,
 };
 use super::pcap::Insn;
 
@@ -100,7 +101,7 @@ pub struct Dense {
 
 impl Dense {
     /// The cell of a key, as rules.h computes it.
-    fn cell(&self, key: &ShapeKey, proto_class: &[u8]) -> u32 {
+    pub(super) fn cell(&self, key: &ShapeKey, proto_class: &[u8]) -> u32 {
         let classes = [
             u32::from(key.l3),
             u32::from(proto_class[usize::from(key.proto)]),
@@ -165,7 +166,14 @@ impl Compiled {
         Compiled::compile_as(rules, Layout::OwnClasses)
     }
 
+    /// Rules of clauses go into the tables where their cells fit (see
+    /// [`super::clause_cells`]); else their programs match them on every
+    /// frame.
     fn compile_as(rules: &[Rule], layout: Layout) -> Result<Compiled, String> {
+        Compiled::build(rules, layout, true).or_else(|_| Compiled::build(rules, layout, false))
+    }
+
+    fn build(rules: &[Rule], layout: Layout, clauses: bool) -> Result<Compiled, String> {
         let own_always = layout == Layout::OwnClasses;
         let alternatives = || {
             rules
@@ -173,24 +181,47 @@ impl Compiled {
                 .enumerate()
                 .flat_map(|(i, r)| r.alternatives.iter().map(move |c| (i, r.action, c)))
         };
-        let addr_index = PrefixIndex::new(
+        let clause_rules = || {
+            rules
+                .iter()
+                .enumerate()
+                .filter(move |_| clauses)
+                .flat_map(|(i, r)| {
+                    let rule = RuleRef {
+                        rule: i as u32,
+                        action: r.action,
+                    };
+                    r.clauses.iter().map(move |c| (rule, c))
+                })
+        };
+        let of_clause_shape =
+            move |shape: u8| clause_rules().filter(move |(_, c)| clause_shape(c) == shape);
+        let every_conjunction = || {
             alternatives()
-                .flat_map(|(_, _, c)| [c.src, c.dst])
+                .map(|(_, _, c)| c)
+                .chain(clause_rules().flat_map(|(_, c)| conjunctions(c)))
+        };
+        let addr_index = PrefixIndex::new(
+            every_conjunction()
+                .flat_map(|c| [c.src, c.dst])
                 .flatten()
                 .map(addr_item),
         );
         let port_index = PrefixIndex::new(
-            alternatives()
-                .flat_map(|(_, _, c)| [c.sport, c.dport])
+            every_conjunction()
+                .flat_map(|c| [c.sport, c.dport])
                 .flatten()
                 .flat_map(PortRange::blocks)
                 .map(port_item),
         );
-        // Shapes in the order of their first rule.
+        // Shapes in the order of their first rule, then those of clauses.
         let mut shapes: Vec<u8> = Vec::new();
-        for (_, _, c) in alternatives() {
-            if !shapes.contains(&c.shape()) {
-                shapes.push(c.shape());
+        for shape in alternatives()
+            .map(|(_, _, c)| c.shape())
+            .chain(clause_rules().map(|(_, c)| clause_shape(c)))
+        {
+            if !shapes.contains(&shape) {
+                shapes.push(shape);
             }
         }
         if shapes.len() > MAX_SHAPES {
@@ -201,24 +232,43 @@ impl Compiled {
         }
         let (mut addr_rows, mut addr_column) = (Vec::new(), 0usize);
         let (mut port_rows, mut port_column) = (Vec::new(), 0usize);
-        let mut protos: Vec<u8> = alternatives().filter_map(|(_, _, c)| c.proto).collect();
+        let mut protos: Vec<u8> = every_conjunction().filter_map(|c| c.proto).collect();
         protos.sort_unstable();
         protos.dedup();
-        let protos = protos.len();
         let mut columns = Vec::new();
         let mut class_counts = Vec::new();
         let mut entries: HashMap<ShapeKey, RuleRef> = HashMap::new();
-        let mut masks = ShapeMasks::new(&shapes, addr_index.len(), port_index.len());
+        // A shape of clauses is probed where the frame has the fields
+        // every `must` of it needs.
+        let needs: Vec<u8> = shapes
+            .iter()
+            .map(|&shape| {
+                if shape & SHAPE_CLAUSE == 0 {
+                    return shape;
+                }
+                of_clause_shape(shape).fold(SHAPE_FIELDS, |acc, (_, c)| acc & c.must.shape())
+            })
+            .collect();
+        let mut masks = ShapeMasks::new(&shapes, &needs, addr_index.len(), port_index.len());
+        let mut own_of_clauses = Vec::new();
         for (i, &shape) in shapes.iter().enumerate() {
+            let clause = shape & SHAPE_CLAUSE != 0;
             let of_shape = || alternatives().filter(move |(_, _, c)| c.shape() == shape);
+            let shape_conjunctions = || -> Box<dyn Iterator<Item = &Conjunction>> {
+                if clause {
+                    Box::new(of_clause_shape(shape).flat_map(|(_, c)| conjunctions(c)))
+                } else {
+                    Box::new(of_shape().map(|(_, _, c)| c))
+                }
+            };
             let keyed = CLASS_FIELDS.map(|bit| shape & bit != 0);
             let own_addrs = |pick: fn(&Conjunction) -> Option<Prefix>| {
-                PrefixIndex::new(of_shape().filter_map(|(_, _, c)| pick(c)).map(addr_item))
+                PrefixIndex::new(shape_conjunctions().filter_map(pick).map(addr_item))
             };
             let own_ports = |pick: fn(&Conjunction) -> Option<PortRange>| {
                 PrefixIndex::new(
-                    of_shape()
-                        .filter_map(|(_, _, c)| pick(c))
+                    shape_conjunctions()
+                        .filter_map(pick)
                         .flat_map(PortRange::blocks)
                         .map(port_item),
                 )
@@ -239,10 +289,10 @@ impl Compiled {
             ];
             let mut fixed = 1u64;
             if shape & SHAPE_L3 != 0 {
-                fixed *= L3_VALUES;
+                fixed *= if clause { CLAUSE_L3_VALUES } else { L3_VALUES };
             }
             if shape & SHAPE_PROTO != 0 {
-                fixed *= protos as u64 + 1;
+                fixed *= protos.len() as u64 + 1;
             }
             let mut left = [COLUMNS - 1 - addr_column, COLUMNS - 1 - port_column];
             let column_of = own_classes(fixed, keyed, global, own, &mut left, own_always);
@@ -266,7 +316,7 @@ impl Compiled {
                 }
                 // The shape covers the classes its own column names.
                 for (class, row) in rows.iter().enumerate() {
-                    if row[*next] != 0 {
+                    if row[*next] != 0 && !clause {
                         masks.cover(i, f, class as u32);
                     }
                 }
@@ -274,6 +324,10 @@ impl Compiled {
             columns.push(column);
             let counts = [0, 1, 2, 3].map(|f| if column[f] != 0 { own[f] } else { global[f] });
             class_counts.push(counts);
+            if clause {
+                own_of_clauses.push((i, [own_src, own_dst], [own_sport, own_dport]));
+                continue;
+            }
             let [src, dst] =
                 [(0, &own_src), (1, &own_dst)]
                     .map(|(f, own)| if column[f] != 0 { own } else { &addr_index });
@@ -365,7 +419,7 @@ impl Compiled {
                     },
                     insns,
                     untagged: r.looks_through_vlan(),
-                    held: !direct.is_empty() && !r.clauses.is_empty(),
+                    held: !r.clauses.is_empty() && (!direct.is_empty() || clauses),
                 })
             })
             .collect();
@@ -397,11 +451,36 @@ impl Compiled {
                 .addr_rows
                 .resize(addr_index.len() + 1, [0; COLUMNS]);
         }
-        Ok(compiled.with_dense_cells(&class_counts))
+        let mut compiled = compiled.with_dense_cells(&class_counts, &protos);
+        let mut cells = HashMap::new();
+        let mut work = 0;
+        for (i, own_addrs, own_ports) in &own_of_clauses {
+            let shape = compiled.shapes[*i];
+            let dense = compiled.dense[*i].ok_or("a clause takes too many cells")?;
+            let column = compiled.columns[*i];
+            let pick = |f: usize| column[f] != 0;
+            let space = ClauseSpace {
+                base: dense.base,
+                stride: dense.stride,
+                addrs: [0, 1].map(|f| if pick(f) { &own_addrs[f] } else { &addr_index }),
+                ports: [0, 1].map(|f| {
+                    if pick(f + 2) {
+                        &own_ports[f]
+                    } else {
+                        &port_index
+                    }
+                }),
+                protos: &protos,
+            };
+            space.fill(shape, of_clause_shape(shape), &mut cells, &mut work)?;
+        }
+        compiled.cells.extend(cells);
+        compiled.cells.sort_by_key(|(cell, _)| *cell);
+        Ok(compiled)
     }
 
     /// How `shape` is stored, if as dense cells.
-    fn dense_of(&self, shape: u8) -> Option<Dense> {
+    pub(super) fn dense_of(&self, shape: u8) -> Option<Dense> {
         let i = self.shapes.iter().position(|s| *s == shape)?;
         self.dense.get(i).copied().flatten()
     }
@@ -409,15 +488,7 @@ impl Compiled {
     /// Lays out as dense cells every shape whose classes combine into few
     /// enough cells, and moves its entries there. `class_counts` are the
     /// classes of each shape's src, dst, sport and dport.
-    fn with_dense_cells(mut self, class_counts: &[[usize; 4]]) -> Compiled {
-        let mut protos: Vec<u8> = self
-            .entries
-            .keys()
-            .filter(|k| k.shape & SHAPE_PROTO != 0)
-            .map(|k| k.proto)
-            .collect();
-        protos.sort_unstable();
-        protos.dedup();
+    fn with_dense_cells(mut self, class_counts: &[[usize; 4]], protos: &[u8]) -> Compiled {
         self.proto_class = vec![0u8; 256];
         for (i, p) in protos.iter().enumerate() {
             // At most 255 protocols: class 0 is "none".
@@ -440,7 +511,12 @@ impl Compiled {
                 // Values each field's class takes: l3, proto, src, dst,
                 // sport, dport.
                 let [src, dst, sport, dport] = counts.map(|n| n as u64 + 1);
-                let values = [L3_VALUES, protos.len() as u64 + 1, src, dst, sport, dport];
+                let l3 = if shape & SHAPE_CLAUSE != 0 {
+                    CLAUSE_L3_VALUES
+                } else {
+                    L3_VALUES
+                };
+                let values = [l3, protos.len() as u64 + 1, src, dst, sport, dport];
                 let mut stride = [0u32; 6];
                 let mut size = 1u64;
                 for f in 0..6 {
@@ -475,6 +551,16 @@ impl Compiled {
         self
     }
 
+    /// The shapes of clauses (bit i: shape i), which the program does
+    /// not probe on a frame cut short.
+    pub fn clause_shapes(&self) -> u64 {
+        self.shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s & SHAPE_CLAUSE != 0)
+            .fold(0, |acc, (i, _)| acc | 1 << i)
+    }
+
     /// Bit f: the program reads the rows of field f (src, dst, sport,
     /// dport), as some shape has classes of its own for it, or the rows'
     /// masks tell the shapes keyed on it apart.
@@ -488,93 +574,5 @@ impl Compiled {
         (0..4)
             .filter(|&f| self.masks.worth_rows(f))
             .fold(own, |acc, f| acc | 1 << f)
-    }
-
-    /// A frame's fields as the tables see them: those present (NP_SHAPE_*
-    /// bits), and the value or class of each (l3, proto, src, dst, sport,
-    /// dport; 0 where absent, or where no rule covers it).
-    fn frame_classes(&self, p: &PacketFields) -> (u8, [u32; 6]) {
-        let addr_class =
-            |addr: Option<[u8; 16]>| addr.map_or(0, |a| self.addr.class(p.family, &a, 4));
-        let port_class = |port: Option<u16>| -> u32 {
-            port.and_then(|port| self.port_classes.get(usize::from(port)).copied())
-                .unwrap_or(0)
-        };
-        let values = [
-            p.l3.map(u32::from),
-            p.proto.map(u32::from),
-            Some(addr_class(p.saddr)).filter(|c| *c != 0),
-            Some(addr_class(p.daddr)).filter(|c| *c != 0),
-            Some(port_class(p.sport)).filter(|c| *c != 0),
-            Some(port_class(p.dport)).filter(|c| *c != 0),
-        ];
-        let found = (0..6)
-            .filter(|&f| values[f].is_some())
-            .fold(0u8, |acc, f| acc | 1 << f);
-        (found, values.map(|v| v.unwrap_or(0)))
-    }
-
-    /// The shapes the program probes for a frame (bit i: shape i), and
-    /// the frame's values and classes (as [`Self::frame_classes`]).
-    pub(super) fn candidates(&self, p: &PacketFields) -> (u64, [u32; 6]) {
-        let (found, values) = self.frame_classes(p);
-        let [l3, proto, classes @ ..] = values;
-        let probed =
-            self.masks
-                .candidates(self.row_fields(), found, l3 as u8, proto as u8, classes);
-        (probed, values)
-    }
-
-    /// What the BPF tables do, in Rust: the first table rule a packet with
-    /// these fields matches (programs are not run here).
-    pub fn lookup(&self, p: &PacketFields) -> Option<RuleRef> {
-        let (candidates, values) = self.candidates(p);
-        let value = |bit: u8| values[bit.trailing_zeros() as usize];
-        self.shapes
-            .iter()
-            .zip(&self.columns)
-            .enumerate()
-            .filter(|(i, _)| candidates >> i & 1 != 0)
-            .filter_map(|(_, (&shape, columns))| {
-                let pick = |bit: u8| if shape & bit != 0 { value(bit) } else { 0 };
-                // The shape's own class of each field; none: no rule of
-                // the shape covers it.
-                let mut local = CLASS_FIELDS.map(pick);
-                let rows = [
-                    &self.addr_rows,
-                    &self.addr_rows,
-                    &self.port_rows,
-                    &self.port_rows,
-                ];
-                for ((class, column), rows) in local.iter_mut().zip(columns).zip(rows) {
-                    if *column != 0 {
-                        *class = rows[*class as usize][usize::from(*column)];
-                        if *class == 0 {
-                            return None;
-                        }
-                    }
-                }
-                let [src, dst, sport, dport] = local;
-                let key = ShapeKey {
-                    shape,
-                    l3: pick(SHAPE_L3) as u8,
-                    proto: pick(SHAPE_PROTO) as u8,
-                    src,
-                    dst,
-                    sport,
-                    dport,
-                };
-                match self.dense_of(shape) {
-                    Some(d) => {
-                        let cell = d.cell(&key, &self.proto_class);
-                        self.cells
-                            .binary_search_by_key(&cell, |(c, _)| *c)
-                            .ok()
-                            .map(|i| self.cells[i].1)
-                    }
-                    None => self.entries.get(&key).copied(),
-                }
-            })
-            .min_by_key(|r| r.rule)
     }
 }

@@ -26,12 +26,16 @@ pub mod boolean;
 pub mod candidates;
 pub mod capacity;
 pub mod classes;
+mod clause_cells;
+#[cfg(test)]
+mod clause_tests;
 pub mod compile;
 pub mod direct;
 pub mod field_rules;
 pub mod grammar;
 #[cfg(test)]
 mod grammar_tests;
+mod lookup;
 pub mod model;
 pub mod pcap;
 pub mod rules_file;

@@ -11,6 +11,8 @@ pub const L3_IPV4: u8 = 0;
 pub const L3_IPV6: u8 = 1;
 pub const L3_ARP: u8 = 2;
 pub const L3_RARP: u8 = 3;
+/// No l3 of those: a frame of another EtherType (`NP_MATCH_NONE`).
+pub const L3_NONE: u8 = 4;
 /// IP protocol numbers.
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_IGMP: u8 = 2;
@@ -30,6 +32,11 @@ pub const SHAPE_SRC: u8 = 4;
 pub const SHAPE_DST: u8 = 8;
 pub const SHAPE_SPORT: u8 = 16;
 pub const SHAPE_DPORT: u8 = 32;
+/// Marks a shape of clauses with a `not` (src/filter/clause_cells.rs)
+/// apart from the shape of alternatives on the same fields.
+pub const SHAPE_CLAUSE: u8 = 64;
+/// The field bits of a shape.
+pub const SHAPE_FIELDS: u8 = 63;
 
 /// What a matching packet gets (`enum np_action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

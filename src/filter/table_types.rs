@@ -69,6 +69,7 @@ pub(super) struct RulesConfig {
     pub(super) by_l3: [u64; 4],
     pub(super) by_proto: [u64; 256],
     pub(super) keyed: [u64; 4],
+    pub(super) clause_shapes: u64,
     pub(super) proto_class: [u8; 256],
     pub(super) addr_len: [[u8; MAX_LENS]; 2],
     pub(super) addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],

@@ -14,7 +14,7 @@ use libbpf_rs::{MapCore, MapFlags};
 use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
 use super::capacity::{Capacity, PORTS};
 use super::compile::{Compiled, DirectTest, MAX_DIRECT, MAX_SHAPES};
-use super::model::Rule;
+use super::model::{Rule, SHAPE_FIELDS};
 use super::pcap::{Insn, MAX_INSNS};
 use super::table_types::{
     bytes, AddrKey, AddrSlot, ClassRow, Direct, Program, RuleRef, RulesConfig, ShapeKey,
@@ -22,7 +22,6 @@ use super::table_types::{
 };
 use crate::kernel::counters::{sum_percpu, Counter};
 
-/// Writes `zero` (an array map's empty value) at each of `indices`.
 /// `np_rules_config.direct_flags` for these direct comparisons: whether
 /// any masks more than an address's first 64 bits (an IPv6 prefix longer
 /// than /64), and whether any is negated or one of several in a
@@ -44,6 +43,7 @@ fn direct_flags(direct: &[DirectTest]) -> u32 {
     flags
 }
 
+/// Writes `zero` (an array map's empty value) at each of `indices`.
 fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -> Result<()> {
     for index in indices {
         map.update(&index.to_ne_bytes(), zero, MapFlags::ANY)
@@ -328,7 +328,7 @@ impl RuleState {
                 .iter()
                 .copied()
                 .chain(compiled.direct.iter().map(DirectTest::fields))
-                .fold(0, |acc, s| acc | u32::from(s)),
+                .fold(0, |acc, s| acc | u32::from(s & SHAPE_FIELDS)),
             n_programs: compiled.programs.len() as u32,
             n_direct: compiled.direct.len() as u32,
             direct_flags: direct_flags(&compiled.direct),
@@ -342,6 +342,7 @@ impl RuleState {
             by_l3: masks.by_l3,
             by_proto: masks.by_proto,
             keyed: masks.keyed_in(compiled.row_fields()),
+            clause_shapes: compiled.clause_shapes(),
             proto_class: [0; 256],
             addr_len: [[0; MAX_LENS]; 2],
             addr_mask: [[[[0; 4]; 4]; MAX_LENS]; 2],

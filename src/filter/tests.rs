@@ -64,19 +64,19 @@ fn an_empty_rules_file_must_say_so() {
 }
 
 /// A small deterministic generator, so failures reproduce.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+    pub(super) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len() as u64) as usize]
     }
 }
@@ -105,7 +105,7 @@ const V6: [&str; 6] = [
     "2001:db8:1::5/128",
 ];
 
-fn random_rule(rng: &mut Rng) -> String {
+pub(super) fn random_rule(rng: &mut Rng) -> String {
     let mut terms = Vec::new();
     for _ in 0..1 + rng.below(3) {
         let dir = rng.pick(&["", "src ", "dst "]);
@@ -131,7 +131,7 @@ fn random_rule(rng: &mut Rng) -> String {
     terms.join(" and ")
 }
 
-fn random_packet(rng: &mut Rng) -> PacketFields {
+pub(super) fn random_packet(rng: &mut Rng) -> PacketFields {
     let v4 = [
         "10.1.2.3",
         "10.1.2.4",
@@ -201,15 +201,26 @@ fn compiled_tables_match_like_the_rules_say() {
             let want = rules
                 .iter()
                 .position(|r| r.alternatives.iter().any(|c| c.matches(&p)));
-            let got = compiled.lookup(&p).map(|r| r.rule as usize);
-            assert_eq!(
-                got,
-                want,
-                "round {round}: packet {p:?}, rules {:?}",
-                rules.iter().map(|r| &r.text).collect::<Vec<_>>()
-            );
+            check_lookup(&compiled, &rules, &p, want, round);
         }
     }
+}
+
+/// That the tables give packet `p` rule `want` of `rules`.
+pub(super) fn check_lookup(
+    compiled: &Compiled,
+    rules: &[Rule],
+    p: &PacketFields,
+    want: Option<usize>,
+    round: u64,
+) {
+    let got = compiled.lookup(p).map(|r| r.rule as usize);
+    assert_eq!(
+        got,
+        want,
+        "round {round}: packet {p:?}, rules {:?}",
+        rules.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -464,116 +475,5 @@ fn a_few_alternatives_are_compared_directly_more_go_through_the_tables() {
     assert_eq!(
         direct(&Compiled::compile(&ipv6).unwrap()),
         alternatives(&ipv6)
-    );
-}
-
-#[test]
-fn not_and_or_of_different_fields_become_clauses_the_direct_path_compares() {
-    if !super::pcap::available() {
-        return;
-    }
-    let port = |n: u16| Some(PortRange { lo: n, hi: n });
-    let not_ssh = drop_rule("not port 22");
-    assert!(
-        not_ssh.program.is_some(),
-        "the program, for frames cut short"
-    );
-    assert!(not_ssh.looks_through_vlan());
-    assert_eq!(
-        not_ssh.clauses,
-        vec![Clause {
-            must: Conjunction::default(),
-            must_not: vec![
-                Conjunction {
-                    sport: port(22),
-                    ..Default::default()
-                },
-                Conjunction {
-                    dport: port(22),
-                    ..Default::default()
-                },
-            ],
-        }]
-    );
-    // The direct path's steps for it: src/filter/direct.rs.
-    let compiled = Compiled::compile(&[not_ssh]).unwrap();
-    assert!(compiled.programs[0].held && compiled.programs[0].untagged);
-    assert!(compiled.shapes.is_empty(), "the tables cannot hold it");
-
-    // De Morgan: not (tcp and dst port 80) is not tcp, or tcp to another port.
-    let web = drop_rule("udp and not (tcp and dst port 80)");
-    assert_eq!(web.clauses.len(), 1, "{:?}", web.clauses);
-    let either = drop_rule("src host 10.0.0.1 or dst port 53");
-    assert_eq!(either.clauses.len(), 2);
-    assert!(either.alternatives.is_empty());
-    // Through the tables (too many for the direct path), the program
-    // runs on every frame.
-    let many: Vec<Rule> = (0..9)
-        .map(|i| drop_rule(&format!("dst port {i}")))
-        .chain([drop_rule("not port 22")])
-        .collect();
-    let compiled = Compiled::compile(&many).unwrap();
-    assert!(compiled.direct.is_empty());
-    assert!(!compiled.programs[0].held && compiled.programs[0].untagged);
-    // A rule of libpcap's alone reads the frame as it is.
-    let vlan = Compiled::compile(&[drop_rule("vlan 10")]).unwrap();
-    assert!(!vlan.programs[0].untagged && !vlan.programs[0].held);
-}
-
-/// What a boolean form means, given whether each of its two terms matches.
-type Meaning = fn(bool, bool) -> bool;
-
-#[test]
-fn clauses_mean_what_the_boolean_expression_says() {
-    if !super::pcap::available() {
-        return;
-    }
-    let mut rng = Rng(0x5eed_c1a5);
-    // What a rule of the tables means, and what a rule of clauses means.
-    let table = |rule: &Rule, p: &PacketFields| rule.alternatives.iter().any(|c| c.matches(p));
-    let clauses = |rule: &Rule, p: &PacketFields| rule.clauses.iter().any(|c| c.matches(p));
-    let (mut checked, mut of_clauses) = (0, 0);
-    while checked < 300 {
-        let (a, b) = (random_rule(&mut rng), random_rule(&mut rng));
-        let (Ok(rule_a), Ok(rule_b)) = (parse(&a, Action::Drop), parse(&b, Action::Drop)) else {
-            continue;
-        };
-        if rule_a.program.is_some() || rule_b.program.is_some() {
-            // Terms that contradict each other (`tcp and udp`) go to libpcap.
-            continue;
-        }
-        checked += 1;
-        let forms: [(String, Meaning); 7] = [
-            (format!("not ({a})"), |a, _| !a),
-            (format!("({a}) and not ({b})"), |a, b| a && !b),
-            (format!("not ({a}) or ({b})"), |a, b| !a || b),
-            (format!("not (({a}) and ({b}))"), |a, b| !(a && b)),
-            (format!("! (({a}) || ({b}))"), |a, b| !(a || b)),
-            (format!("({a}) or ({b})"), |a, b| a || b),
-            (format!("not (({a}) and not ({b}))"), |a, b| !a || b),
-        ];
-        for (text, meaning) in forms {
-            let Ok(rule) = parse(&text, Action::Drop) else {
-                // libpcap finds that it never matches, and refuses it.
-                continue;
-            };
-            let by_tables = rule.program.is_none();
-            assert!(by_tables || !rule.clauses.is_empty(), "{text}");
-            of_clauses += usize::from(!by_tables);
-            for _ in 0..50 {
-                let p = random_packet(&mut rng);
-                let want = meaning(table(&rule_a, &p), table(&rule_b, &p));
-                let got = if by_tables {
-                    table(&rule, &p)
-                } else {
-                    clauses(&rule, &p)
-                };
-                assert_eq!(got, want, "{text} on {p:?}");
-            }
-        }
-    }
-    assert!(
-        of_clauses > 1000,
-        "only {of_clauses} of the rules became clauses"
     );
 }

@@ -287,6 +287,13 @@ expect_dropped xdp-rules-file "$N echo requests dropped by the last of 3,001 rul
 RULE="icmp and not src host 198.18.0.9 and not dst port 53"
 expect_dropped xdp-clauses "$N echo requests dropped by a rule with not, its clauses compared directly" --drop "$RULE"
 
+# 5b'. The same rule after 20 others with `not`, too many for the direct
+# path: each clause a shape of its own in the tables, dense cells
+# (src/filter/clause_cells.rs), its program held for frames cut short.
+awk 'BEGIN { for (i = 0; i < 20; i++) printf "src host 10.0.%d.1 and not tcp\n", i }' >"$WORK/rules"
+echo "$RULE" >>"$WORK/rules"
+expect_dropped xdp-clause-cells "$N echo requests dropped by the last of 21 rules with not, its clauses in the tables" --rules-file "$WORK/rules"
+
 # 5c. A rule the tables cannot hold runs as libpcap's program in the
 # kernel's classic BPF interpreter (cbpf.h: bpf_loop, bpf_xdp_load_bytes);
 # the socket filter runs the same on its copy of the frame.
