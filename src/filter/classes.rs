@@ -85,6 +85,26 @@ impl<K: Ord + Copy> PrefixIndex<K> {
     }
 }
 
+/// Where a dense shape's cells begin, and each field's stride (l3, proto,
+/// src, dst, sport, dport; 0 for a field the shape does not constrain).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dense {
+    pub base: u32,
+    pub stride: [u32; 6],
+}
+
+impl Dense {
+    /// The cell of these classes (l3, proto class, src, dst, sport, dport).
+    pub(super) fn cell_of(&self, classes: [u32; 6]) -> u32 {
+        self.base
+            + classes
+                .iter()
+                .zip(self.stride)
+                .map(|(c, s)| c * s)
+                .sum::<u32>()
+    }
+}
+
 /// Values of the l3 field (`enum np_match_l3`) a shape keyed on it
 /// meets: a frame without one has no cell there.
 pub(super) const L3_VALUES: u64 = 4;

@@ -15,7 +15,7 @@
 //! BPF program skips these shapes there (`np_rules_config.clause_shapes`).
 use std::collections::HashMap;
 
-use super::classes::{block_range, prefix_range, PrefixIndex};
+use super::classes::{block_range, prefix_range, Dense, PrefixIndex};
 use super::model::{
     Clause, Conjunction, PortRange, Prefix, RuleRef, L3_IPV4, L3_IPV6, L3_NONE, SHAPE_CLAUSE,
     SHAPE_DPORT, SHAPE_DST, SHAPE_L3, SHAPE_PROTO, SHAPE_SPORT, SHAPE_SRC,
@@ -46,14 +46,11 @@ pub(super) fn conjunctions(c: &Clause) -> impl Iterator<Item = &Conjunction> {
     std::iter::once(&c.must).chain(&c.must_not)
 }
 
-/// How a clause shape's cells are numbered: where they begin, each
-/// field's stride (l3, proto, src, dst, sport, dport; 0 for a field the
-/// shape has not), the classes of its addresses and ports (the rule set's
+/// How a clause shape's cells are numbered: its dense layout, the classes of its addresses and ports (the rule set's
 /// or the shape's own), and the protocols by class (class k from 1 is
 /// `protos[k - 1]`; 0 any other).
 pub(super) struct ClauseSpace<'a> {
-    pub(super) base: u32,
-    pub(super) stride: [u32; 6],
+    pub(super) dense: Dense,
     pub(super) addrs: [&'a PrefixIndex<Prefix>; 2],
     pub(super) ports: [&'a PrefixIndex<(u16, u8)>; 2],
     pub(super) protos: &'a [u8],
@@ -179,12 +176,7 @@ impl ClauseSpace<'_> {
                 let classes: [u32; 6] = std::array::from_fn(|f| values[f][at[f]]);
                 let cell = self.cell(classes);
                 if holds(&clause.must, &cell) && !clause.must_not.iter().any(|n| holds(n, &cell)) {
-                    let index = self.base
-                        + classes
-                            .iter()
-                            .zip(self.stride)
-                            .map(|(c, s)| c * s)
-                            .sum::<u32>();
+                    let index = self.dense.cell_of(classes);
                     cells.entry(index).or_insert(rule);
                 }
                 if !next_combination(&mut at, &values) {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use super::addr::AddrTables;
 use super::candidates::{ShapeMasks, CLASS_FIELDS};
+pub use super::classes::Dense;
 use super::classes::{
     addr_item, block_range, own_classes, port_classes, port_item, prefix_range, PrefixIndex,
     CLAUSE_L3_VALUES, COLUMNS, L3_VALUES, MAX_CELLS_PER_SHAPE,
@@ -91,31 +92,17 @@ pub struct Compiled {
     pub masks: ShapeMasks,
 }
 
-/// Where a dense shape's cells begin, and each field's stride (l3, proto,
-/// src, dst, sport, dport; 0 for a field the shape does not constrain).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Dense {
-    pub base: u32,
-    pub stride: [u32; 6],
-}
-
 impl Dense {
     /// The cell of a key, as rules.h computes it.
     pub(super) fn cell(&self, key: &ShapeKey, proto_class: &[u8]) -> u32 {
-        let classes = [
+        self.cell_of([
             u32::from(key.l3),
             u32::from(proto_class[usize::from(key.proto)]),
             key.src,
             key.dst,
             key.sport,
             key.dport,
-        ];
-        self.base
-            + classes
-                .iter()
-                .zip(self.stride)
-                .map(|(c, s)| c * s)
-                .sum::<u32>()
+        ])
     }
 }
 
@@ -460,8 +447,7 @@ impl Compiled {
             let column = compiled.columns[*i];
             let pick = |f: usize| column[f] != 0;
             let space = ClauseSpace {
-                base: dense.base,
-                stride: dense.stride,
+                dense,
                 addrs: [0, 1].map(|f| if pick(f) { &own_addrs[f] } else { &addr_index }),
                 ports: [0, 1].map(|f| {
                     if pick(f + 2) {
