@@ -412,8 +412,9 @@ impl Compiled {
             .collect();
         if programs.len() > MAX_PROGRAMS {
             return Err(format!(
-                "{} rules need libpcap's compiler (not, or, vlan, ether, packet data...); \
-                 netprobe runs at most {MAX_PROGRAMS} such rules, and any number of the others",
+                "{} rules need a libpcap program (vlan, ether, packet data...; a rule with \
+                 `not`, for frames cut short); netprobe runs at most {MAX_PROGRAMS} such rules, \
+                 and any number of the others",
                 programs.len()
             ));
         }
