@@ -569,6 +569,9 @@ fn random_rule(rng: &mut Rng) -> String {
             "2001:db8::/64",
             "2001:db8::/96",
             "2001:db8::/127",
+            // Masks no word: libpcap reads no address.
+            "0.0.0.0/0",
+            "::/0",
         ])
         .to_string()
     };
@@ -590,6 +593,7 @@ fn random_rule(rng: &mut Rng) -> String {
                     "igmp",
                     "esp",
                     "ah",
+                    "gre",
                     "proto 17",
                     "ip proto 6",
                     "ip6 proto 58",

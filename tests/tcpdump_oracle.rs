@@ -37,6 +37,8 @@ const EXPRESSIONS: &[&str] = &[
     "gre",
     "esp",
     "ah",
+    "not gre",
+    "igmp or gre",
     // Hosts and networks.
     "host 198.18.0.1",
     "src host 198.18.0.1",
@@ -55,6 +57,11 @@ const EXPRESSIONS: &[&str] = &[
     "ip6 net 2001:db8::/32",
     "net 2001:2::/64",
     "src net 2001:db8::/48",
+    // A prefix of length 0 reads no address: libpcap tests the protocol.
+    "net 0.0.0.0/0",
+    "net ::/0",
+    "not net 0.0.0.0/0",
+    "net 0.0.0.0/0 and port 53",
     // Ports.
     "port 53",
     "port 80",
@@ -195,6 +202,8 @@ fn frames_in(path: &str) -> Vec<Vec<u8>> {
 fn tcpdump_words(expr: &str) -> &str {
     match expr {
         "gre" => "proto gre",
+        "not gre" => "not proto gre",
+        "igmp or gre" => "igmp or proto gre",
         other => other,
     }
 }

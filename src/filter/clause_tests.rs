@@ -112,7 +112,12 @@ fn clauses_mean_what_the_boolean_expression_says() {
                 continue;
             };
             let by_tables = rule.program.is_none();
-            assert!(by_tables || !rule.clauses.is_empty(), "{text}");
+            if !by_tables && rule.clauses.is_empty() {
+                // Only a rule too big to expand is libpcap's alone.
+                let refusal = super::field_rules::field_rule(&text).unwrap_err();
+                assert!(refusal.message.contains("more than"), "{text}: {refusal}");
+                continue;
+            }
             of_clauses += usize::from(!by_tables);
             for _ in 0..50 {
                 let p = random_packet(&mut rng);

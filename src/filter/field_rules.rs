@@ -27,7 +27,7 @@ use super::model::{
     PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_IGMP, PROTO_IPV6_FRAGMENT, PROTO_SCTP, PROTO_TCP,
     PROTO_UDP,
 };
-use super::words::{words, RuleError, Word};
+use super::words::{tokens, RuleError, Word};
 
 /// Alternatives one rule may expand into (`host A and port N` is four;
 /// `host A or host B or host C` six).
@@ -138,6 +138,33 @@ fn value_alternatives(kind: &str, dir: Dir, value: &str) -> Result<Vec<Conjuncti
     })
 }
 
+/// An alternative with a prefix of length 0 as tcpdump's program reads
+/// it: the prefix masks no word of an address, and libpcap's optimizer
+/// drops the read, so only the frame's protocol is tested (IPv4, ARP or
+/// RARP for an IPv4 prefix, IPv6 for an IPv6 one).
+fn without_empty_prefix(c: Conjunction) -> Vec<Conjunction> {
+    let Some(empty) = [c.src, c.dst].into_iter().flatten().find(|p| p.len == 0) else {
+        return vec![c];
+    };
+    let bare = Conjunction {
+        src: c.src.filter(|p| p.len > 0),
+        dst: c.dst.filter(|p| p.len > 0),
+        ..c
+    };
+    let l3s: &[u8] = match (c.l3, empty.family) {
+        // A qualifier's: it fits the family (Parser::qualified).
+        (Some(_), _) => return vec![bare],
+        (None, 6) => &[L3_IPV6],
+        (None, _) => &[L3_IPV4, L3_ARP, L3_RARP],
+    };
+    l3s.iter()
+        .map(|&l3| Conjunction {
+            l3: Some(l3),
+            ..bare
+        })
+        .collect()
+}
+
 /// A protocol word alone, as libpcap reads it: tcp, udp and sctp over IPv4
 /// or IPv6, icmp over IPv4 only, icmp6 over IPv6 only.
 fn protocol_word(word: &str) -> Option<Conjunction> {
@@ -213,29 +240,6 @@ struct Parser<'a> {
     dropped: bool,
     /// Whether the rule has a `not`.
     negated: bool,
-}
-
-/// The words of a rule with parentheses split off, as libpcap's lexer
-/// splits them.
-fn tokens(text: &str) -> Vec<Word<'_>> {
-    let mut out = Vec::new();
-    for word in words(text) {
-        let (mut rest, mut column) = (word.text, word.column);
-        while !rest.is_empty() {
-            let len = match rest.find(['(', ')']) {
-                Some(0) => 1,
-                Some(at) => at,
-                None => rest.len(),
-            };
-            out.push(Word {
-                text: &rest[..len],
-                column,
-            });
-            column += rest[..len].chars().count();
-            rest = &rest[len..];
-        }
-    }
-    out
 }
 
 impl<'a> Parser<'a> {
@@ -356,12 +360,12 @@ impl<'a> Parser<'a> {
     ) -> Result<Vec<Conjunction>, RuleError> {
         let alternatives =
             value_alternatives(q.kind, q.dir, value).map_err(|m| self.err(m, Some(column)))?;
-        let Some(protocol) = q.protocol.and_then(protocol_word) else {
-            return Ok(alternatives);
+        let qualified = match q.protocol.and_then(protocol_word) {
+            None => alternatives,
+            Some(protocol) => qualify(&protocol, &alternatives),
         };
         // libpcap refuses `ip6 host 10.0.0.1` (while `ip6 and host
         // 10.0.0.1` only never matches), so the whole rule is refused.
-        let qualified = qualify(&protocol, &alternatives);
         if let Some(reason) = qualified.iter().find_map(|c| c.normalize().err()) {
             return Err(self.err(
                 format!(
@@ -372,7 +376,13 @@ impl<'a> Parser<'a> {
                 Some(column),
             ));
         }
-        Ok(qualified)
+        let mut unique = Vec::new();
+        for c in qualified.into_iter().flat_map(without_empty_prefix) {
+            if !unique.contains(&c) {
+                unique.push(c);
+            }
+        }
+        Ok(unique)
     }
 
     fn primitive(&mut self) -> Result<Vec<Conjunction>, RuleError> {

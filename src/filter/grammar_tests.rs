@@ -233,6 +233,29 @@ fn libpcap_takes_the_rest_and_says_what_is_wrong() {
     assert!(error("tcp and").contains("syntax error"));
 }
 
+/// netprobe's `gre` (libpcap 1.10 has no such keyword) is libpcap's `proto
+/// gre` in the programs of rules that need one too, wherever a primitive
+/// begins with it; elsewhere the word is libpcap's.
+#[test]
+fn gre_is_proto_gre_in_libpcap_programs() {
+    let program = |text: &str| drop_rule(text).program.expect("a program");
+    let libpcap = |text: &str| super::pcap::compile(text).unwrap();
+    for (ours, theirs) in [
+        ("not gre", "not proto gre"),
+        ("igmp or gre", "igmp or proto gre"),
+        ("(gre) or icmp", "(proto gre) or icmp"),
+        ("!(gre and host 10.0.0.1)", "!(proto gre and host 10.0.0.1)"),
+        ("vlan and gre", "vlan and proto gre"),
+    ] {
+        assert_eq!(program(ours), libpcap(theirs), "{ours}");
+    }
+    assert_eq!(
+        program("vlan and ip proto gre"),
+        libpcap("vlan and ip proto 47")
+    );
+    assert!(error("host gre").contains("unknown host 'gre'"));
+}
+
 #[test]
 fn long_rules_parse_in_one_pass_and_errors_stay_short() {
     // The longest rule taken parses, and its columns are right at the end.
@@ -289,4 +312,27 @@ fn qualified_primitives_are_table_rules() {
     for text in ["proto 44", "ip6 proto 44", "tcp host 1.2.3.4", "ip port 80"] {
         assert!(field_rule(text).is_err(), "{text}");
     }
+}
+
+/// A prefix of length 0 masks no address word, and tcpdump's program reads
+/// none: `net 0.0.0.0/0` is a frame of IPv4, ARP or RARP, `net ::/0` one of
+/// IPv6, however short.
+#[test]
+fn a_prefix_of_length_0_is_its_protocols() {
+    let l3s = |text: &str| {
+        let rule = drop_rule(text);
+        assert!(rule.program.is_none(), "{text}");
+        rule.alternatives
+            .iter()
+            .map(|c| {
+                assert_eq!((c.src, c.dst, c.proto), (None, None, None), "{text}");
+                c.l3.expect("an l3")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(l3s("net 0.0.0.0/0"), [L3_IPV4, L3_ARP, L3_RARP]);
+    assert_eq!(l3s("src net 0.0.0.0/0"), [L3_IPV4, L3_ARP, L3_RARP]);
+    assert_eq!(l3s("arp dst net 0.0.0.0/0"), [L3_ARP]);
+    assert_eq!(l3s("net ::/0"), [L3_IPV6]);
+    assert_eq!(l3s("net ::/0 or ip"), [L3_IPV6, L3_IPV4]);
 }

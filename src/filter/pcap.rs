@@ -8,8 +8,11 @@
 //! libpcap is opened at run time (dlopen), so that netprobe still runs
 //! where it is missing; only such rules then fail, with a line that says
 //! which package to install.
+use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
+
+use super::words::tokens;
 
 /// A classic BPF instruction (`struct bpf_insn`, `struct np_cbpf_insn`).
 #[repr(C)]
@@ -104,11 +107,40 @@ pub fn compile_unoptimized(expr: &str) -> Result<Vec<Insn>, String> {
     compile_as(expr, false)
 }
 
+/// The words of `expr` as libpcap is given them. libpcap 1.10 has no `gre`
+/// keyword, which netprobe's grammar has (and the tables hold): where a
+/// primitive begins with it, libpcap reads `proto gre`, what it means.
+fn libpcap_words(expr: &str) -> Cow<'_, str> {
+    let tokens = tokens(expr);
+    let is_gre = |i: usize| {
+        tokens[i].text == "gre"
+            && (i == 0
+                || matches!(
+                    tokens[i - 1].text,
+                    "and" | "&&" | "or" | "||" | "not" | "!" | "("
+                ))
+    };
+    if !(0..tokens.len()).any(is_gre) {
+        return Cow::Borrowed(expr);
+    }
+    let words: Vec<&str> = (0..tokens.len())
+        .map(|i| {
+            if is_gre(i) {
+                "proto gre"
+            } else {
+                tokens[i].text
+            }
+        })
+        .collect();
+    Cow::Owned(words.join(" "))
+}
+
 fn compile_as(expr: &str, optimize: bool) -> Result<Vec<Insn>, String> {
     // Old libpcaps compile through global state.
     static LOCK: Mutex<()> = Mutex::new(());
     let lib = library().ok_or_else(|| MISSING.to_string())?;
-    let text = CString::new(expr).map_err(|_| "the rule holds a NUL byte".to_string())?;
+    let text = CString::new(libpcap_words(expr).as_ref())
+        .map_err(|_| "the rule holds a NUL byte".to_string())?;
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the handle is checked for NULL and closed on every path; the
     // program is freed after its instructions are copied out.

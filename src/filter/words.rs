@@ -93,3 +93,26 @@ pub(super) fn words(text: &str) -> Vec<Word<'_>> {
     }
     out
 }
+
+/// The words of a rule with parentheses split off, as libpcap's lexer
+/// splits them.
+pub(super) fn tokens(text: &str) -> Vec<Word<'_>> {
+    let mut out = Vec::new();
+    for word in words(text) {
+        let (mut rest, mut column) = (word.text, word.column);
+        while !rest.is_empty() {
+            let len = match rest.find(['(', ')']) {
+                Some(0) => 1,
+                Some(at) => at,
+                None => rest.len(),
+            };
+            out.push(Word {
+                text: &rest[..len],
+                column,
+            });
+            column += rest[..len].chars().count();
+            rest = &rest[len..];
+        }
+    }
+    out
+}
