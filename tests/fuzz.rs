@@ -18,7 +18,7 @@ use etherparse::{
 };
 use libbpf_rs::ProgramInput;
 use netprobe::filter::capacity::Capacity;
-use netprobe::filter::compile::MAX_CELLS;
+use netprobe::filter::compile::{MAX_CELLS, MAX_PROGRAMS};
 use netprobe::filter::model::Rule;
 use netprobe::filter::pcap::{self, Insn};
 use netprobe::filter::tables::RuleState;
@@ -677,23 +677,29 @@ fn first_match(rules: &[Rule], programs: &[Vec<Insn>], frame: &[u8]) -> Option<u
     })
 }
 
-#[test]
-fn the_rule_matcher_agrees_with_the_rules_meaning() {
-    common::require_root();
-    let seed = seed();
-    let mut rng = Rng(seed);
-    let opts = LoadOptions {
+/// Loading options with room for `rules` rules and as many programs, any
+/// rows a shape may read, and blocks and entries to spare.
+fn options_for(rules: u32) -> LoadOptions {
+    LoadOptions {
         rules: Some(Capacity {
-            rules: 64,
+            rules,
             entries: 1 << 16,
-            programs: 64,
+            programs: rules,
             cells: MAX_CELLS as u32,
             blocks: 256,
             addr_rows: 4096,
             row_fields: 0xf,
         }),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn the_rule_matcher_agrees_with_the_rules_meaning() {
+    common::require_root();
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let opts = options_for(64);
     let mut storage = MaybeUninit::uninit();
     let skel = load(&mut storage, &opts).expect("loading the XDP program with rules");
     let mut state = RuleState::new(opts.rules.unwrap());
@@ -939,4 +945,113 @@ fn clauses_meet_frames_without_their_fields() {
         "host 10.0.0.1 or port 53",
     ];
     check_each_rule(&texts, &frames);
+}
+
+/// More rules of clauses than the programs that may run on every frame
+/// (`MAX_PROGRAMS`), with rules of libpcap's alone among them: the
+/// clauses' programs are held, and XDP runs them only on frames cut short,
+/// passing over each run of them in one step. On whole and cut frames, tagged or not, the first rule that matches is
+/// the first whose libpcap program accepts the frame (drop and redirect
+/// rules in turn, which the verdicts tell apart).
+#[test]
+fn more_rules_of_clauses_than_programs_match_as_their_programs() {
+    common::require_root();
+    let texts: Vec<String> = (0..200)
+        .map(|i| match i % 4 {
+            0 => format!("src host 10.0.0.{i} and not tcp"),
+            1 => format!("src host 10.0.0.{} and not port 22", i - 1),
+            2 => format!("dst host 10.1.0.{i} and not udp"),
+            _ => format!(
+                "src net 10.0.0.{}/25 and not dst port {}",
+                i / 4 % 2 * 128,
+                22 + i
+            ),
+        })
+        .collect();
+    // Rules of libpcap's alone amid them, and last.
+    let texts: Vec<String> = [&texts[..100], &["vlan and udp".to_string()], &texts[100..]]
+        .concat()
+        .into_iter()
+        .chain(["vlan 10 and tcp".to_string()])
+        .collect();
+    let rules: Vec<Rule> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let action = if i % 2 == 0 {
+                Action::Drop
+            } else {
+                Action::Redirect
+            };
+            parse(t, action).unwrap()
+        })
+        .collect();
+    let programs: Vec<Vec<Insn>> = texts
+        .iter()
+        .map(|t| reference_program(t).unwrap())
+        .collect();
+    let mut frames = Vec::new();
+    for (src, dst, proto, dport) in [
+        (4u8, 1u8, 17u8, 80u16),
+        (4, 1, 6, 80),
+        (5, 6, 6, 22),
+        (8, 2, 6, 80),
+        (9, 6, 17, 25),
+        (200, 3, 17, 22),
+        (200, 3, 6, 49),
+        (9, 9, 17, 53),
+        // From 10.0.1.9, which only the rules of libpcap's take.
+        (0, 9, 17, 53),
+        (0, 9, 6, 80),
+    ] {
+        let src = if src == 0 { [1, 9] } else { [0, src] };
+        let mut ip4 = vec![
+            0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, proto, 0, 0, 10, 0, src[0], src[1], 10, 1, 0, dst,
+        ];
+        ip4.extend(1234u16.to_be_bytes());
+        ip4.extend(dport.to_be_bytes());
+        ip4.extend([0; 16]);
+        for tags in [0, 1] {
+            frames.extend(cut_frames(0x0800, &ip4, tags, 14 + 4 * tags + 8));
+        }
+    }
+    let opts = options_for(256);
+    let mut storage = MaybeUninit::uninit();
+    let skel = load(&mut storage, &opts).expect("loading the XDP program with rules");
+    let mut state = RuleState::new(opts.rules.unwrap());
+    let (mut checked, mut by_rule) = (0, std::collections::BTreeSet::new());
+    for compiled in [
+        Compiled::compile(&rules).unwrap(),
+        Compiled::compile_with_own_classes(&rules).unwrap(),
+    ] {
+        let held = compiled.programs.iter().filter(|p| p.held).count();
+        assert!(
+            held > MAX_PROGRAMS && held == compiled.programs.len() - 2,
+            "{held}"
+        );
+        state
+            .install(&rule_tables(&skel), &rules, &compiled)
+            .unwrap();
+        for f in &frames {
+            let want = first_match(&rules, &programs, f);
+            let verdict = match want.map(|i| rules[i].action) {
+                Some(Action::Drop) => 1,
+                Some(_) => 0,
+                None => 2,
+            };
+            assert_eq!(
+                run(&skel, f),
+                verdict,
+                "tcpdump's filters say rule {:?} for frame {}",
+                want.map(|i| &texts[i]),
+                hex(f)
+            );
+            checked += 1;
+            by_rule.insert(want);
+        }
+    }
+    assert!(
+        by_rule.len() >= 8 && by_rule.contains(&None),
+        "the frames should meet many rules and none: {by_rule:?} of {checked}"
+    );
 }

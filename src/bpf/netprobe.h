@@ -56,8 +56,12 @@ struct np_stats {
  * once per packet, so a reload that fills the other generation and then
  * flips `rules_active` is seen whole or not at all. */
 #define NP_MAX_SHAPES 64
-/* Rules matched by a libpcap program instead of the tables (cbpf.h). */
+/* Rules matched by a libpcap program instead of the tables (cbpf.h): at
+ * most NP_MAX_PROGRAMS that run on every frame, and those held besides
+ * (NP_PROGRAM_HELD: rules of clauses, whose programs XDP runs only on
+ * frames cut short), NP_MAX_PROGRAM_SLOTS in all. */
 #define NP_MAX_PROGRAMS 64
+#define NP_MAX_PROGRAM_SLOTS 512
 #define NP_PROGRAM_INSNS 4096
 /* Bytes of a frame a libpcap program can read (a power of two), and room
  * after them for the widest header read at the last offset. */
@@ -254,6 +258,9 @@ struct np_program {
 	__u32 action; /* enum np_action */
 	__u32 len;    /* instructions */
 	__u32 flags;  /* NP_PROGRAM_* */
+	/* Held programs in a row from this one (0 if it is not held), passed
+	 * over in one step where they are skipped. */
+	__u32 held_run;
 	struct np_cbpf_insn insn[NP_PROGRAM_INSNS];
 };
 

@@ -501,7 +501,7 @@ static __always_inline __u32 np_match(struct np_ctx *c, __u32 len, const bool ne
 	n = cfg->n_programs;
 	/* Where the direct path or the tables compared the clauses they hold
 	 * on a frame not cut short, their rules' programs need not run. */
-	if (n && n <= NP_MAX_PROGRAMS && (!whole || cfg->held_programs < n)) {
+	if (n && n <= NP_MAX_PROGRAM_SLOTS && (!whole || cfg->held_programs < n)) {
 		__u64 found = np_programs(c, gen * max_programs, gen * max_programs + n - 1,
 					  best.rule, len, whole, nested);
 

@@ -221,7 +221,8 @@ whose cost does not grow with the number of rules:
   [ip|ip6|arp|rarp] [src|dst] host ADDR | [ip|ip6|arp|rarp] [src|dst] net CIDR
   [tcp|udp|sctp] [src|dst] port N | [tcp|udp|sctp] [src|dst] portrange N-M
   They also match frames under up to two VLAN tags, where tcpdump needs 'vlan'. Any other
-  rule runs as the program libpcap compiles for it (at most 64 such rules).
+  rule runs as the program libpcap compiles for it (at most 64 such rules; rules of these
+  fields with 'not' count only up to 512, as their programs run on frames cut short).
   Several rules mean OR; a packet counts for the first rule it matches (drop rules before
   --match rules).
 

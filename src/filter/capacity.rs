@@ -1,7 +1,7 @@
 //! How large the rule tables are made before load: enough for a rule set
 //! in both generations, and, reloadable, for one that grows.
 use super::addr::SLOTS;
-use super::compile::{Compiled, MAX_PROGRAMS};
+use super::compile::{Compiled, MAX_PROGRAMS, MAX_PROGRAM_SLOTS};
 use super::model::Rule;
 
 /// Ports per generation in the `port_class` array (`NP_PORTS`).
@@ -80,8 +80,10 @@ impl Capacity {
         Capacity {
             rules: (rules.len() * grow).max(floor) as u32,
             entries: (2 * largest * grow).max(floor) as u32,
+            // Each slot takes 32 KiB: room for more than MAX_PROGRAMS only
+            // where the rule set has them.
             programs: if reloadable {
-                MAX_PROGRAMS
+                (compiled.programs.len() * grow).clamp(MAX_PROGRAMS, MAX_PROGRAM_SLOTS)
             } else {
                 compiled.programs.len().max(1)
             } as u32,

@@ -184,3 +184,35 @@ fn the_tables_match_rules_of_clauses_as_their_clauses_say() {
     }
     assert!(clause_rules > 500, "only {clause_rules} rules of clauses");
 }
+
+/// Programs held for frames cut short do not count against the programs
+/// that run on every frame: 200 rules with `not` and 64 of libpcap's alone
+/// compile; one more of libpcap's, or more rules than program slots, do
+/// not, each refusal saying which.
+#[test]
+fn held_programs_count_apart_from_those_run_on_every_frame() {
+    if !super::pcap::available() {
+        return;
+    }
+    let rules = |clauses: usize, programs: usize| -> Vec<Rule> {
+        (0..clauses)
+            .map(|i| format!("src host 10.0.{}.{} and not tcp", i / 256, i % 256))
+            .chain((0..programs).map(|i| format!("vlan {i}")))
+            .map(|t| drop_rule(&t))
+            .collect()
+    };
+    let compiled = Compiled::compile(&rules(200, MAX_PROGRAMS)).unwrap();
+    let held = compiled.programs.iter().filter(|p| p.held).count();
+    assert_eq!((held, compiled.programs.len()), (200, 200 + MAX_PROGRAMS));
+    let every_frame = Compiled::compile(&rules(200, MAX_PROGRAMS + 1)).unwrap_err();
+    assert!(
+        every_frame.starts_with("65 rules need a libpcap program on every frame"),
+        "{every_frame}"
+    );
+    let slots = Compiled::compile(&rules(MAX_PROGRAM_SLOTS, 1)).unwrap_err();
+    assert!(
+        slots.starts_with("513 rules need a libpcap program")
+            && slots.contains(&format!("at most {MAX_PROGRAM_SLOTS}")),
+        "{slots}"
+    );
+}

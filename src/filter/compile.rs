@@ -32,9 +32,16 @@ use super::pcap::Insn;
 pub const MAX_SHAPES: usize = 64;
 /// Hash entries a rule set may compile into.
 pub const MAX_ENTRIES: usize = 4 << 20;
-/// Rules a rule set may hold as libpcap programs (`NP_MAX_PROGRAMS`): each
-/// costs its run time on every packet that no earlier rule matched.
+/// Rules a rule set may hold as libpcap programs that run on every frame
+/// (`NP_MAX_PROGRAMS`): each costs its run time on every packet that no
+/// earlier rule matched.
 pub const MAX_PROGRAMS: usize = 64;
+/// Program slots in all (`NP_MAX_PROGRAM_SLOTS`): the others hold the
+/// programs of rules of clauses, which XDP runs only on frames cut short
+/// (`RuleProgram::held`).
+pub const MAX_PROGRAM_SLOTS: usize = 512;
+/// What the errors of too many programs say after their count.
+const NEED_PROGRAMS: &str = " rules need a libpcap program";
 
 /// The key of one hash entry: a shape and the classes it constrains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,7 +164,13 @@ impl Compiled {
     /// [`super::clause_cells`]); else their programs match them on every
     /// frame.
     fn compile_as(rules: &[Rule], layout: Layout) -> Result<Compiled, String> {
-        Compiled::build(rules, layout, true).or_else(|_| Compiled::build(rules, layout, false))
+        match Compiled::build(rules, layout, true) {
+            // Without clauses in the tables, no program is held: there would
+            // be more to run on every frame, not fewer.
+            Err(e) if e.contains(NEED_PROGRAMS) => Err(e),
+            Err(_) => Compiled::build(rules, layout, false),
+            compiled => compiled,
+        }
     }
 
     fn build(rules: &[Rule], layout: Layout, clauses: bool) -> Result<Compiled, String> {
@@ -410,11 +423,19 @@ impl Compiled {
                 })
             })
             .collect();
-        if programs.len() > MAX_PROGRAMS {
+        let every_frame = programs.iter().filter(|p| !p.held).count();
+        if every_frame > MAX_PROGRAMS {
             return Err(format!(
-                "{} rules need a libpcap program (vlan, ether, packet data...; a rule with \
-                 `not`, for frames cut short); netprobe runs at most {MAX_PROGRAMS} such rules, \
-                 and any number of the others",
+                "{every_frame}{NEED_PROGRAMS} on every frame (vlan, ether, packet data...); \
+                 netprobe runs at most {MAX_PROGRAMS} such rules, and any number of \
+                 the others"
+            ));
+        }
+        if programs.len() > MAX_PROGRAM_SLOTS {
+            return Err(format!(
+                "{}{NEED_PROGRAMS} (vlan, ether, packet data...; a rule with \
+                 `not`, for frames cut short); netprobe holds at most {MAX_PROGRAM_SLOTS} \
+                 such rules, and any number of the others",
                 programs.len()
             ));
         }

@@ -212,6 +212,7 @@ pub(super) struct Program {
     pub(super) action: u32,
     pub(super) len: u32,
     pub(super) flags: u32,
+    pub(super) held_run: u32,
     pub(super) insn: [Insn; MAX_INSNS],
 }
 

@@ -257,6 +257,11 @@ impl RuleState {
                 .context("writing the rule table")?;
             written.shape_keys.push(key);
         }
+        // Held programs in a row from each slot, counted from the last.
+        let mut held_runs = vec![0u32; compiled.programs.len() + 1];
+        for (slot, p) in compiled.programs.iter().enumerate().rev() {
+            held_runs[slot] = if p.held { held_runs[slot + 1] + 1 } else { 0 };
+        }
         for (slot, p) in compiled.programs.iter().enumerate() {
             let mut program = Program {
                 rule: p.rule.rule,
@@ -264,6 +269,7 @@ impl RuleState {
                 len: p.insns.len() as u32,
                 flags: if p.untagged { PROGRAM_UNTAGGED } else { 0 }
                     | if p.held { PROGRAM_HELD } else { 0 },
+                held_run: held_runs[slot],
                 insn: [Insn::default(); MAX_INSNS],
             };
             program.insn[..p.insns.len()].copy_from_slice(&p.insns);
