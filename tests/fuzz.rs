@@ -705,7 +705,10 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
     let mut state = RuleState::new(opts.rules.unwrap());
     let (mut matched, mut checked, mut direct_sets, mut clause_sets) = (0, 0, 0, 0);
     for set in 0..RULE_SETS {
-        let rules: Vec<Rule> = (0..1 + rng.below(12))
+        // Every other set netprobe lays out itself is small enough for
+        // the direct path, as its rules allow.
+        let most = if set % 6 == 0 { 3 } else { 12 };
+        let rules: Vec<Rule> = (0..1 + rng.below(most))
             .filter_map(|_| parse(&random_rule(&mut rng), Action::Drop).ok())
             .collect();
         let programs: Vec<Vec<Insn>> = rules
