@@ -89,6 +89,10 @@ const EXPRESSIONS: &[&str] = &[
     "not (icmp or icmp6)",
     "tcp and (port 80 or port 443)",
     "! arp",
+    // Operators joined to words, as libpcap's lexer splits them.
+    "!tcp",
+    "udp&&!port 53",
+    "!gre",
     "udp && dst port 53",
     "tcp || icmp",
     "ip and src host 198.18.0.1 and dst port 53",
@@ -204,6 +208,7 @@ fn tcpdump_words(expr: &str) -> &str {
         "gre" => "proto gre",
         "not gre" => "not proto gre",
         "igmp or gre" => "igmp or proto gre",
+        "!gre" => "!proto gre",
         other => other,
     }
 }

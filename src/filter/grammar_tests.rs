@@ -246,6 +246,8 @@ fn gre_is_proto_gre_in_libpcap_programs() {
         ("(gre) or icmp", "(proto gre) or icmp"),
         ("!(gre and host 10.0.0.1)", "!(proto gre and host 10.0.0.1)"),
         ("vlan and gre", "vlan and proto gre"),
+        ("!gre", "! proto gre"),
+        ("icmp||!gre", "icmp || ! proto gre"),
     ] {
         assert_eq!(program(ours), libpcap(theirs), "{ours}");
     }
@@ -335,4 +337,40 @@ fn a_prefix_of_length_0_is_its_protocols() {
     assert_eq!(l3s("arp dst net 0.0.0.0/0"), [L3_ARP]);
     assert_eq!(l3s("net ::/0"), [L3_IPV6]);
     assert_eq!(l3s("net ::/0 or ip"), [L3_IPV6, L3_IPV4]);
+}
+
+/// Operators split words as libpcap's lexer splits them: `!tcp` is the
+/// rule of fields `! tcp`, `udp&&dst port 53` that of `udp && dst port 53`,
+/// and `!=` stays one comparison.
+#[test]
+fn operators_split_words_as_libpcap_splits_them() {
+    for (joined, spaced) in [
+        ("!tcp", "! tcp"),
+        ("udp&&dst port 53", "udp && dst port 53"),
+        ("tcp||udp", "tcp || udp"),
+        (
+            "!(host 10.0.0.1||port 53)",
+            "! ( host 10.0.0.1 || port 53 )",
+        ),
+    ] {
+        assert_eq!(
+            drop_rule(joined).clauses,
+            drop_rule(spaced).clauses,
+            "{joined}"
+        );
+        assert_eq!(
+            drop_rule(joined).alternatives,
+            drop_rule(spaced).alternatives,
+            "{joined}"
+        );
+    }
+    assert!(drop_rule("!tcp").looks_through_vlan());
+    let texts = |t: &str| -> Vec<String> {
+        super::words::tokens(t)
+            .iter()
+            .map(|w| w.text.to_string())
+            .collect()
+    };
+    assert_eq!(texts("tcp[13]&2!=0"), ["tcp[13]&2!=0"]);
+    assert_eq!(texts("!(a)&&b"), ["!", "(", "a", ")", "&&", "b"]);
 }

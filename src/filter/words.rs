@@ -94,18 +94,18 @@ pub(super) fn words(text: &str) -> Vec<Word<'_>> {
     out
 }
 
-/// The words of a rule with parentheses split off, as libpcap's lexer
-/// splits them.
+/// The words of a rule with parentheses, `!`, `&&` and `||` split off, as
+/// libpcap's lexer splits them (`!tcp` is `! tcp`; `!=` stays whole).
 pub(super) fn tokens(text: &str) -> Vec<Word<'_>> {
     let mut out = Vec::new();
     for word in words(text) {
         let (mut rest, mut column) = (word.text, word.column);
         while !rest.is_empty() {
-            let len = match rest.find(['(', ')']) {
-                Some(0) => 1,
-                Some(at) => at,
-                None => rest.len(),
-            };
+            let len = operator_len(rest).unwrap_or_else(|| {
+                (1..rest.len())
+                    .find(|&at| rest.is_char_boundary(at) && operator_len(&rest[at..]).is_some())
+                    .unwrap_or(rest.len())
+            });
             out.push(Word {
                 text: &rest[..len],
                 column,
@@ -115,4 +115,15 @@ pub(super) fn tokens(text: &str) -> Vec<Word<'_>> {
         }
     }
     out
+}
+
+/// The length of the operator `s` begins with, if it is one a word ends at.
+fn operator_len(s: &str) -> Option<usize> {
+    if s.starts_with("&&") || s.starts_with("||") {
+        Some(2)
+    } else if s.starts_with(['(', ')']) || (s.starts_with('!') && !s.starts_with("!=")) {
+        Some(1)
+    } else {
+        None
+    }
 }
