@@ -19,6 +19,17 @@
 #define NP_DIRECT_MATCH 0
 #endif
 
+/* How the tables look up a frame's candidate shapes: 1, the first two
+ * inline and the rest in bpf_loop() steps, which the verifier checks once;
+ * 0, in a loop, less code (the socket filter's limit), which the verifier
+ * checks once per shape for each state the fields leave: 520,000 of the
+ * 855,000 instructions it checked in the XDP program, a second of loading.
+ * A step for every shape cost a frame of two candidates about 10 ns where
+ * returns are mitigated. */
+#ifndef NP_SHAPE_STEPS
+#define NP_SHAPE_STEPS 0
+#endif
+
 #include "cbpf.h"
 #include "fields.h"
 
@@ -245,6 +256,10 @@ static __always_inline __u32 np_addr_class_of(struct np_ctx *c, __u32 gen, __u32
  * whose shapes are no candidates). */
 struct np_fields {
 	__u64 shapes[NP_CLASS_FIELDS];
+	/* The search of the candidate shapes, one lookup per shape: those
+	 * left, and the first rule found. */
+	__u64 cand;
+	struct np_rule_ref best;
 	struct np_field_at at;
 	__u32 class[NP_CLASS_FIELDS][NP_COLUMNS];
 };
@@ -308,8 +323,8 @@ static __always_inline void np_match_fields(struct np_ctx *c, __u32 gen,
 }
 
 /* The fields are read into a per-CPU map value and read back from it: the
- * verifier does not follow values through map memory, so the shape loop
- * below sees them as plain numbers and is checked once, not once per way
+ * verifier does not follow values through map memory, so the shape lookups
+ * below see them as plain numbers and are checked once, not once per way
  * np_match_fields() can end. That costs a few loads; a global function
  * boundary, which does the same, cost ten nanoseconds a packet. */
 struct {
@@ -321,7 +336,7 @@ struct {
 
 /* Fills the shape columns of address field `f` (0: src, 1: dst) from its
  * row. It looks the row up even for class 0 (row 0 is empty): a branch
- * here made the verifier check the shape loop below once more for each
+ * here made the verifier check the shape lookups below once more for each
  * way. */
 static __always_inline void np_addr_columns(struct np_fields *fp, __u32 gen, __u32 f)
 {
@@ -341,8 +356,8 @@ static __always_inline void np_addr_columns(struct np_fields *fp, __u32 gen, __u
 	}
 }
 
-/* The shape loop is checked by the verifier once per shape and per path
- * through its body, so its tests are arithmetic, not branches: all ones
+/* A shape's lookup is checked by the verifier once for each path through
+ * it, so its tests are arithmetic, not branches: all ones
  * if bit `bit` of `x` is set, else 0. The empty asm keeps the compiler
  * from turning it back into a branch. */
 static __always_inline __u32 np_mask(__u32 x, __u32 bit)
@@ -377,6 +392,70 @@ static const __u8 np_bit_index[64] = {
 	44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,	13, 8,	7,  6,
 };
 
+/* Looks up the lowest candidate left and keeps its rule if it comes
+ * first; 1 when no candidate is left. */
+static __always_inline long np_shape_probe(const struct np_rules_config *cfg,
+					   struct np_fields *fp, __u32 gen)
+{
+	__u32 i, src, dst, sport, dport;
+	struct np_shape_key key;
+	struct np_rule_ref *ref;
+	const __u8 *column;
+	__u64 low;
+	__u8 shape;
+
+	low = fp->cand & -fp->cand;
+	fp->cand ^= low;
+	i = np_bit_index[(low * 0x03f79d71b4cb0a89ULL) >> 58] & (NP_MAX_SHAPES - 1);
+	column = cfg->column[i];
+	shape = cfg->shape[i];
+	/* The shape's classes. Columns of a field the frame lacks are stale,
+	 * but a shape keyed on it is no candidate. One path for rule sets with
+	 * rows and without: a branch on row_fields here made the verifier
+	 * take twice as many states. */
+	src = fp->class[0][column[0] & (NP_COLUMNS - 1)];
+	dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
+	sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
+	dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
+	if (cfg->dense_base[i] != NP_NOT_DENSE) {
+		const __u32 *st = cfg->stride[i];
+		__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->at.l3 * st[0] +
+			     cfg->proto_class[fp->at.proto] * st[1] + src * st[2] + dst * st[3] +
+			     sport * st[4] + dport * st[5];
+
+		ref = bpf_map_lookup_elem(&dense_cells, &cell);
+		if (ref && ref->action != NP_ACTION_NONE && ref->rule < fp->best.rule)
+			fp->best = *ref;
+		return !fp->cand;
+	}
+	key.gen = gen;
+	key.shape = shape;
+	key.l3 = fp->at.l3 & np_mask(shape, 0);
+	key.proto = fp->at.proto & np_mask(shape, 1);
+	key.src = src & np_mask(shape, 2);
+	key.dst = dst & np_mask(shape, 3);
+	key.sport = sport & np_mask(shape, 4);
+	key.dport = dport & np_mask(shape, 5);
+	ref = bpf_map_lookup_elem(&shape_table, &key);
+	if (ref && ref->rule < fp->best.rule)
+		fp->best = *ref;
+	return !fp->cand;
+}
+
+/* One bpf_loop() step of the search; its context, which must be on the
+ * stack, is only the generation: the rest is found again, and the stack of
+ * the entry point with --reply and --top has no room for more. */
+static long np_shape_step(__u64 j, void *data)
+{
+	__u32 gen = *(__u32 *)data & 1, zero = 0;
+	const struct np_rules_config *cfg = bpf_map_lookup_elem(&rules_config, &gen);
+	struct np_fields *fp = bpf_map_lookup_elem(&fields_seen, &zero);
+
+	if (!cfg || !fp)
+		return 1;
+	return np_shape_probe(cfg, fp, gen);
+}
+
 /* The first rule the tables match: one lookup per shape the frame can
  * match (np_candidate_shapes()), after an array lookup per field present
  * whose rows the program reads. `*whole`: 1 if the frame of `len` bytes
@@ -385,16 +464,13 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 							  const struct np_rules_config *cfg,
 							  __u32 len, __u32 *whole)
 {
-	struct np_rule_ref best = { .rule = ~0U, .action = NP_ACTION_NONE };
-	struct np_shape_key key;
-	struct np_rule_ref *ref;
+	struct np_rule_ref none = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_fields *fp;
-	__u32 i, k, zero = 0, cut;
-	__u64 cand;
+	__u32 zero = 0, cut;
 
 	fp = bpf_map_lookup_elem(&fields_seen, &zero);
 	if (!fp)
-		return best;
+		return none;
 	np_match_fields(c, gen, cfg, fp);
 	/* What was written is read back from memory. */
 	asm volatile("" ::: "memory");
@@ -411,52 +487,19 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	asm volatile("" ::: "memory");
 	cut = len < fp->at.end;
 	*whole = !cut;
-	cand = np_candidate_shapes(cfg, fp) & ~(cfg->clause_shapes & -(__u64)cut);
-	for (k = 0; k < NP_MAX_SHAPES; k++) {
-		__u32 src, dst, sport, dport;
-		const __u8 *column;
-		__u64 low;
-		__u8 shape;
+	fp->cand = np_candidate_shapes(cfg, fp) & ~(cfg->clause_shapes & -(__u64)cut);
+	fp->best = none;
+	if (!NP_SHAPE_STEPS) {
+		__u32 k;
 
-		if (!cand)
-			break;
-		low = cand & -cand;
-		cand ^= low;
-		i = np_bit_index[(low * 0x03f79d71b4cb0a89ULL) >> 58] & (NP_MAX_SHAPES - 1);
-		column = cfg->column[i];
-		shape = cfg->shape[i];
-		/* The shape's classes. Columns of a field the frame lacks are
-		 * stale, but a shape keyed on it is no candidate. One path for
-		 * rule sets with rows and without: a branch on row_fields here
-		 * made the verifier take twice as many states. */
-		src = fp->class[0][column[0] & (NP_COLUMNS - 1)];
-		dst = fp->class[1][column[1] & (NP_COLUMNS - 1)];
-		sport = fp->class[2][column[2] & (NP_COLUMNS - 1)];
-		dport = fp->class[3][column[3] & (NP_COLUMNS - 1)];
-		if (cfg->dense_base[i] != NP_NOT_DENSE) {
-			const __u32 *st = cfg->stride[i];
-			__u32 cell = gen * max_cells + cfg->dense_base[i] + fp->at.l3 * st[0] +
-				     cfg->proto_class[fp->at.proto] * st[1] + src * st[2] +
-				     dst * st[3] + sport * st[4] + dport * st[5];
-
-			ref = bpf_map_lookup_elem(&dense_cells, &cell);
-			if (ref && ref->action != NP_ACTION_NONE && ref->rule < best.rule)
-				best = *ref;
-			continue;
-		}
-		key.gen = gen;
-		key.shape = shape;
-		key.l3 = fp->at.l3 & np_mask(shape, 0);
-		key.proto = fp->at.proto & np_mask(shape, 1);
-		key.src = src & np_mask(shape, 2);
-		key.dst = dst & np_mask(shape, 3);
-		key.sport = sport & np_mask(shape, 4);
-		key.dport = dport & np_mask(shape, 5);
-		ref = bpf_map_lookup_elem(&shape_table, &key);
-		if (ref && ref->rule < best.rule)
-			best = *ref;
+		for (k = 0; k < NP_MAX_SHAPES && fp->cand; k++)
+			np_shape_probe(cfg, fp, gen);
+	} else if (fp->cand && !np_shape_probe(cfg, fp, gen) && !np_shape_probe(cfg, fp, gen)) {
+		bpf_loop(NP_MAX_SHAPES - 2, np_shape_step, &gen, 0);
 	}
-	return best;
+	/* What was written is read back from memory. */
+	asm volatile("" ::: "memory");
+	return fp->best;
 }
 
 /* The libpcap programs in slots `first` to `last` of rules before

@@ -45,9 +45,11 @@ static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 la
 static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 /* A few rules cost less compared one by one than looked up, and the
- * common frame is located under one bounds check (fields.h). */
+ * common frame is located under one bounds check (fields.h); the shapes
+ * are looked up in steps the verifier checks once (rules.h). */
 #define NP_DIRECT_MATCH 1
 #define NP_FRAME_IN_PLACE 1
+#define NP_SHAPE_STEPS 1
 #include "rules.h"
 
 /* The libpcap programs in a global function, which the verifier checks
