@@ -45,11 +45,11 @@ fn direct_flags(direct: &[DirectTest]) -> u32 {
 
 /// Writes `zero` (an array map's empty value) at each of `indices`.
 fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -> Result<()> {
+    let mut batch = Batch::new(map, format!("clearing the {what}"));
     for index in indices {
-        map.update(&index.to_ne_bytes(), zero, MapFlags::ANY)
-            .with_context(|| format!("clearing the {what}"))?;
+        batch.push(&index.to_ne_bytes(), zero);
     }
-    Ok(())
+    batch.write()
 }
 
 /// Entries for one map, written with one system call
@@ -57,42 +57,41 @@ fn zero_entries<M: MapCore>(map: &M, indices: &[u32], zero: &[u8], what: &str) -
 /// 150,000 entries.
 struct Batch<'m, M: MapCore> {
     map: &'m M,
-    what: &'static str,
+    /// What the write is, for its error: "writing the address slots".
+    doing: String,
     keys: Vec<u8>,
     values: Vec<u8>,
-    count: u32,
 }
 
 impl<'m, M: MapCore> Batch<'m, M> {
-    fn new(map: &'m M, what: &'static str) -> Self {
+    fn new(map: &'m M, doing: impl Into<String>) -> Self {
         Self {
             map,
-            what,
+            doing: doing.into(),
             keys: Vec::new(),
             values: Vec::new(),
-            count: 0,
         }
     }
 
     fn push(&mut self, key: &[u8], value: &[u8]) {
         self.keys.extend_from_slice(key);
         self.values.extend_from_slice(value);
-        self.count += 1;
     }
 
     fn write(self) -> Result<()> {
-        if self.count == 0 {
+        let count = self.keys.len() / self.map.key_size() as usize;
+        if count == 0 {
             return Ok(());
         }
         self.map
             .update_batch(
                 &self.keys,
                 &self.values,
-                self.count,
+                count as u32,
                 MapFlags::ANY,
                 MapFlags::ANY,
             )
-            .with_context(|| format!("writing the {}", self.what))
+            .context(self.doing)
     }
 }
 
@@ -234,7 +233,7 @@ impl RuleState {
             rules: rules.len(),
             ..Default::default()
         };
-        let mut slots = Batch::new(maps.addr_slots, "address slots");
+        let mut slots = Batch::new(maps.addr_slots, "writing the address slots");
         for (index, slot) in &compiled.addr.slots {
             let index = u32::from(gen) * 2 * SLOTS + index;
             let value = AddrSlot {
@@ -246,7 +245,7 @@ impl RuleState {
             written.slots.push(index);
         }
         slots.write()?;
-        let mut blocks = Batch::new(maps.addr_blocks, "address blocks");
+        let mut blocks = Batch::new(maps.addr_blocks, "writing the address blocks");
         for (b, block) in compiled.addr.blocks.iter().enumerate() {
             for (byte, entry) in block.iter().enumerate() {
                 if *entry == 0 {
@@ -258,7 +257,7 @@ impl RuleState {
             }
         }
         blocks.write()?;
-        let mut prefixes = Batch::new(maps.addr_prefixes, "address prefixes");
+        let mut prefixes = Batch::new(maps.addr_prefixes, "writing the address prefixes");
         for (prefix, class) in &compiled.addr.long {
             let key = AddrKey {
                 gen,
@@ -271,7 +270,7 @@ impl RuleState {
             written.addr_keys.push(key);
         }
         prefixes.write()?;
-        let mut ports = Batch::new(maps.port_class, "port classes");
+        let mut ports = Batch::new(maps.port_class, "writing the port classes");
         for (port, class) in compiled.port_classes.iter().enumerate() {
             if *class == 0 {
                 continue;
@@ -281,7 +280,7 @@ impl RuleState {
             written.ports.push(index);
         }
         ports.write()?;
-        let mut shapes = Batch::new(maps.shape_table, "rule table");
+        let mut shapes = Batch::new(maps.shape_table, "writing the rule table");
         for (k, r) in &compiled.entries {
             let key = ShapeKey {
                 gen,
@@ -322,7 +321,7 @@ impl RuleState {
                 .update(&index.to_ne_bytes(), bytes(&program), MapFlags::ANY)
                 .context("writing a rule's program")?;
         }
-        let mut cells = Batch::new(maps.dense_cells, "dense cells");
+        let mut cells = Batch::new(maps.dense_cells, "writing the dense cells");
         for (cell, r) in &compiled.cells {
             let index = u32::from(gen) * cap.cells + cell;
             let value = RuleRef {
@@ -334,7 +333,7 @@ impl RuleState {
         }
         cells.write()?;
         let masks = &compiled.masks;
-        let mut addr_rows = Batch::new(maps.addr_rows, "shape classes of addresses");
+        let mut addr_rows = Batch::new(maps.addr_rows, "writing the shape classes of addresses");
         for (class, row) in compiled.addr_rows.iter().enumerate() {
             let row = ClassRow {
                 class: *row,
@@ -350,7 +349,7 @@ impl RuleState {
         addr_rows.write()?;
         if cap.port_rows() {
             // By port: column 0 is the port's class, as in port_class.
-            let mut port_rows = Batch::new(maps.port_rows, "shape classes of ports");
+            let mut port_rows = Batch::new(maps.port_rows, "writing the shape classes of ports");
             for (port, class) in compiled.port_classes.iter().enumerate() {
                 if *class == 0 {
                     continue;
