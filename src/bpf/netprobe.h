@@ -97,14 +97,19 @@ enum np_action {
 /* Addresses are classified without a walk that grows with the rule set
  * (src/filter/addr.rs says how): an array slot per generation, family and
  * leading 16 bits; for IPv4, a block of 256 entries by the third byte
- * under a slot that has longer rule prefixes; and one exact-match hash
- * lookup per longer prefix length that a block entry (IPv4, lengths over
- * 24) or an IPv6 slot (lengths over 16) names, longest first. */
+ * under a slot that has longer rule prefixes, and one by the fourth byte
+ * under an entry that has; and one exact-match hash lookup per longer
+ * prefix length that a block entry (IPv4, lengths over 24, past the blocks
+ * by the fourth byte) or an IPv6 slot (lengths over 16) names, longest
+ * first. */
 #define NP_ADDR_SLOTS 65536
 #define NP_ADDR_BLOCK 256
 #define NP_ADDR_LENS 32
-/* A block entry: the class in its low 24 bits, the lengths in its top 8. */
+/* A block entry by the third byte: the class in its low 23 bits, or with
+ * NP_ADDR_HOSTS the block by the fourth byte below it, whose entries are
+ * classes; the lengths in the hash in its top 8. */
 #define NP_ADDR_CLASS_BITS 24
+#define NP_ADDR_HOSTS (1U << 23)
 
 struct np_addr_slot {
 	__u32 class;  /* 0: no rule prefix of at most 16 bits covers it */

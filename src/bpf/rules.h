@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The rule matcher shared by every hook that filters frames. The tables
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
- * there for why this is one lookup per field (an array slot and a hash
- * lookup per prefix length in use below it for addresses, an array for
+ * there for why this is one lookup per field (an array slot, for IPv4
+ * blocks by the third and fourth bytes, else a hash lookup per prefix
+ * length in use below the slot for addresses, an array for
  * ports, and an array row where a large shape has classes of its own for
  * the field) plus one lookup (an array cell or a hash entry) per shape the
  * packet can match, whatever the number of rules; a rule set of a few
@@ -30,6 +31,19 @@
 #define NP_SHAPE_STEPS 0
 #endif
 
+/* How the source and destination addresses are classified: 1, by one copy
+ * of the code in a loop (the socket filter, whose program must fit the 20
+ * KiB of socket option memory Linux 6.1 allows); 0, by a copy each, which
+ * saves a frame the loop's few instructions. */
+#ifndef NP_ADDR_LOOP
+#define NP_ADDR_LOOP 0
+#endif
+#if NP_ADDR_LOOP
+#define NP_ADDR_UNROLL _Pragma("clang loop unroll(disable)")
+#else
+#define NP_ADDR_UNROLL _Pragma("unroll")
+#endif
+
 #include "cbpf.h"
 #include "fields.h"
 
@@ -42,7 +56,8 @@ struct {
 	__type(value, struct np_addr_slot);
 } addr_slots SEC(".maps");
 
-/* IPv4 blocks: (generation * max_blocks + block) * 256 + third byte. */
+/* IPv4 blocks: (generation * max_blocks + block) * 256 + third byte, or
+ * fourth byte for a block an entry names (NP_ADDR_HOSTS). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -229,7 +244,13 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __
 		entry = bpf_map_lookup_elem(&addr_blocks, &idx);
 		if (!entry)
 			return 0;
-		class = *entry & ((1U << NP_ADDR_CLASS_BITS) - 1);
+		if (family == 4 && *entry & NP_ADDR_HOSTS) {
+			idx = (gen * max_blocks + (*entry & (NP_ADDR_HOSTS - 1))) * NP_ADDR_BLOCK +
+			      bytes[3];
+			entry = bpf_map_lookup_elem(&addr_blocks, &idx);
+			return entry ? *entry : 0;
+		}
+		class = *entry & (NP_ADDR_HOSTS - 1);
 		longer = *entry >> NP_ADDR_CLASS_BITS;
 	}
 	if (longer)
@@ -466,7 +487,7 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 {
 	struct np_rule_ref none = { .rule = ~0U, .action = NP_ACTION_NONE };
 	struct np_fields *fp;
-	__u32 zero = 0, cut;
+	__u32 zero = 0, cut, i;
 
 	fp = bpf_map_lookup_elem(&fields_seen, &zero);
 	if (!fp)
@@ -476,12 +497,15 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 	asm volatile("" ::: "memory");
 	/* Addresses are classified here, once for every way the fields were
 	 * read. */
-	if (cfg->fields & NP_SHAPE_SRC &&
-	    (fp->class[0][0] = np_addr_class_of(c, gen, fp->at.family, fp->at.saddr)))
-		fp->at.found |= NP_SHAPE_SRC;
-	if (cfg->fields & NP_SHAPE_DST &&
-	    (fp->class[1][0] = np_addr_class_of(c, gen, fp->at.family, fp->at.daddr)))
-		fp->at.found |= NP_SHAPE_DST;
+	NP_ADDR_UNROLL
+	for (i = 0; i < 2; i++) {
+		__u32 bit = i ? NP_SHAPE_DST : NP_SHAPE_SRC;
+
+		if (cfg->fields & bit &&
+		    (fp->class[i & 1][0] = np_addr_class_of(c, gen, fp->at.family,
+							     i ? fp->at.daddr : fp->at.saddr)))
+			fp->at.found |= bit;
+	}
 	np_addr_columns(fp, gen, 0);
 	np_addr_columns(fp, gen, 1);
 	asm volatile("" ::: "memory");

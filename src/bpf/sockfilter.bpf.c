@@ -54,8 +54,10 @@ static __always_inline __u64 np_programs(struct np_ctx *c, __u32 first, __u32 la
 static __always_inline bool np_load_uncopied(void *ctx, __u64 off, __u8 buf[4], __u32 size);
 
 #include "parse.h"
-/* No direct path (fields.h): the tables alone keep the program within
- * the socket option memory Linux 6.1 allows by default (optmem_max, 20 KiB). */
+/* No direct path (fields.h), and one copy of the address code: the
+ * tables alone keep the program within the socket option memory Linux 6.1
+ * allows by default (optmem_max, 20 KiB). */
+#define NP_ADDR_LOOP 1
 #include "rules.h"
 
 /* The context of a global function: the frame is already in frame_copy,

@@ -11,10 +11,18 @@
 //!   slot names a block of 256 entries indexed by the third byte (a second
 //!   array lookup), each the class of the longest rule prefix of at most 24
 //!   bits covering it;
-//! - an IPv4 block entry or an IPv6 slot has a bit for each longer prefix
-//!   length that has a rule prefix below it; one exact-match hash holds
-//!   those prefixes, keyed by length and masked address, and is probed once
-//!   per length named, longest first, until one is found.
+//! - for IPv4, where a rule prefix of 25 to 32 bits lies below a block
+//!   entry, the entry names another block, indexed by the fourth byte (a
+//!   third array lookup), each entry the class of the longest rule prefix
+//!   covering the address: a /24 of listed hosts costs no hash lookup;
+//! - past [`MAX_HOST_BLOCKS`] of those (the /24s with the most longer
+//!   prefixes get them), an IPv4 block entry, and an IPv6 slot, have a bit
+//!   for each longer prefix length that has a rule prefix below it; one
+//!   exact-match hash holds those prefixes, keyed by length and masked
+//!   address, and is probed once per length named, longest first, until
+//!   one is found. Measured on the mixed 10,000-rule set, that probe cost
+//!   a frame to a listed host's neighbour 48 ns, the fourth-byte block
+//!   nothing measurable (BENCHMARKS.md).
 //!
 //! `AddrTables::class` is what `np_addr_class` in rules.h does, in Rust.
 use std::collections::{BTreeMap, HashMap};
@@ -31,11 +39,17 @@ pub const BLOCK: usize = 256;
 const BLOCK_BITS: u8 = 24;
 /// Prefix lengths one family may have in the hash (`NP_ADDR_LENS`).
 pub const MAX_LENS: usize = 32;
-/// A block entry is a class in its low bits and the longer lengths below
-/// it in its top 8 (IPv4 has at most 8 lengths over /24).
-const CLASS_BITS: u32 = 24;
+/// A block entry is a class in its low bits, or with [`HOSTS`] the block
+/// by the fourth byte below it; and the longer lengths below it in the hash
+/// in its top 8 (IPv4 has at most 8 lengths over /24).
+const LENS_SHIFT: u32 = 24;
+/// The block entry names a block by the fourth byte (`NP_ADDR_HOSTS`).
+const HOSTS: u32 = 1 << 23;
 /// Classes a block entry can hold.
-pub const MAX_CLASSES: usize = (1 << CLASS_BITS) - 1;
+pub const MAX_CLASSES: usize = HOSTS as usize - 1;
+/// Blocks by the fourth byte a rule set may take (1 KiB each per
+/// generation); the /24s past them keep their longer prefixes in the hash.
+pub const MAX_HOST_BLOCKS: usize = 16 << 10;
 
 /// `struct np_addr_slot`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +70,9 @@ pub struct AddrTables {
     /// The slots that are not empty, by family index * SLOTS + leading 16
     /// bits, in index order.
     pub slots: Vec<(u32, Slot)>,
-    /// IPv4 blocks: class | bits of the lengths over /24 below << 24.
+    /// IPv4 blocks, by the third byte (class, or HOSTS | the block by the
+    /// fourth byte; | bits of the lengths over /24 in the hash << 24), then
+    /// by the fourth byte (class).
     pub blocks: Vec<[u32; BLOCK]>,
     /// The prefixes in the hash, addresses masked, and their classes.
     pub long: HashMap<Prefix, u32>,
@@ -112,9 +128,29 @@ fn lengths<'a>(prefixes: impl Iterator<Item = &'a Prefix>, above: u8) -> Vec<u8>
     lens
 }
 
+/// The prefixes of `classes` the hash holds where no /24 gets a block by
+/// the fourth byte: what the tables make room for, so that a reloaded
+/// rule set past the blocks they hold still fits.
+pub fn most_hashed(classes: &[(Prefix, u32)]) -> usize {
+    classes
+        .iter()
+        .filter(|(p, _)| p.len > if p.family == 4 { BLOCK_BITS } else { SLOT_BITS })
+        .count()
+}
+
 impl AddrTables {
     /// Lays out `classes` (each distinct rule prefix and its class).
     pub fn build(classes: &[(Prefix, u32)]) -> Result<AddrTables, String> {
+        AddrTables::build_within(classes, usize::MAX)
+    }
+
+    /// The same in at most `max_blocks` blocks, if the blocks by the third
+    /// byte fit: the /24s that get no block by the fourth byte keep their
+    /// longer prefixes in the hash.
+    pub fn build_within(
+        classes: &[(Prefix, u32)],
+        max_blocks: usize,
+    ) -> Result<AddrTables, String> {
         if classes.len() > MAX_CLASSES {
             return Err(format!(
                 "the rules name {} different address prefixes; netprobe matches at most {MAX_CLASSES}",
@@ -156,21 +192,57 @@ impl AddrTables {
             slot.block = b as u32 + 1;
             blocks[b] = [slot.class; BLOCK];
         }
+        let v4_block = |p: &Prefix| block_of[&leading16(&p.addr)];
+        for (p, class) in by_length
+            .iter()
+            .filter(|(p, _)| p.family == 4 && p.len > SLOT_BITS && p.len <= BLOCK_BITS)
+        {
+            for i in span(p, SLOT_BITS, BLOCK_BITS) {
+                blocks[v4_block(p)][i as usize] = *class;
+            }
+        }
+        if blocks.len() > max_blocks {
+            return Err(format!(
+                "the rules need {} IPv4 address blocks; the tables hold {max_blocks}",
+                blocks.len()
+            ));
+        }
+        // The /24s with the most longer prefixes below get blocks by the
+        // fourth byte, each entry first the class of the /24's own.
+        let mut per24: BTreeMap<[u8; 3], usize> = BTreeMap::new();
+        for (p, _) in of(4).filter(|(p, _)| p.len > BLOCK_BITS) {
+            *per24.entry([p.addr[0], p.addr[1], p.addr[2]]).or_default() += 1;
+        }
+        let mut dense: Vec<([u8; 3], usize)> = per24.into_iter().collect();
+        dense.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        dense.truncate(MAX_HOST_BLOCKS.min(max_blocks - blocks.len()));
+        let mut host_block: HashMap<[u8; 3], usize> = HashMap::new();
+        for (at, _) in dense {
+            let next = blocks.len();
+            let entry = &mut blocks[block_of[&(u32::from(at[0]) << 8 | u32::from(at[1]))]]
+                [usize::from(at[2])];
+            let of24 = std::mem::replace(entry, HOSTS | next as u32);
+            blocks.push([of24; BLOCK]);
+            host_block.insert(at, next);
+        }
         let mut long = HashMap::new();
         for (p, class) in by_length.iter().filter(|(p, _)| p.len > SLOT_BITS) {
             let f = family_index(p.family);
             if f == 0 {
-                let block = &mut blocks[block_of[&leading16(&p.addr)]];
                 if p.len <= BLOCK_BITS {
-                    for i in span(p, SLOT_BITS, BLOCK_BITS) {
-                        block[i as usize] = *class;
+                    continue;
+                }
+                // Shortest first: a longer prefix overwrites what it covers.
+                if let Some(&b) = host_block.get(&[p.addr[0], p.addr[1], p.addr[2]]) {
+                    for i in span(p, BLOCK_BITS, 32) {
+                        blocks[b][i as usize] = *class;
                     }
                     continue;
                 }
                 // Classes are all set before the bits: longer prefixes
                 // come after every prefix of at most 24 bits.
                 let bit = lens[0].iter().position(|l| *l == p.len).unwrap_or(0);
-                block[usize::from(p.addr[2])] |= 1 << (CLASS_BITS + bit as u32);
+                blocks[v4_block(p)][usize::from(p.addr[2])] |= 1 << (LENS_SHIFT + bit as u32);
             } else {
                 let bit = lens[1].iter().position(|l| *l == p.len).unwrap_or(0);
                 slots
@@ -208,7 +280,11 @@ impl AddrTables {
             0 => (slot.class, slot.longer),
             b => {
                 let entry = self.blocks[b as usize - 1][usize::from(addr[2])];
-                (entry & MAX_CLASSES as u32, entry >> CLASS_BITS)
+                if entry & HOSTS != 0 {
+                    return self.blocks[(entry & MAX_CLASSES as u32) as usize]
+                        [usize::from(addr[3])];
+                }
+                (entry & MAX_CLASSES as u32, entry >> LENS_SHIFT)
             }
         };
         self.lens[f]

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::addr::{self, BLOCK, MAX_LENS, SLOTS};
+use super::addr::{self, AddrTables, BLOCK, MAX_LENS, SLOTS};
 use super::capacity::{Capacity, PORTS};
 use super::compile::{Compiled, DirectTest, MAX_DIRECT, MAX_SHAPES};
 use super::model::{Rule, SHAPE_FIELDS};
@@ -183,6 +183,21 @@ impl RuleState {
         };
         let other = &self.generations[usize::from(1 - gen)];
         let cap = self.capacity;
+        // A rule set of more blocks than the tables hold (a reload) keeps
+        // the hosts of the /24s that get none in the hash.
+        let rebuilt;
+        let addr_tables = if compiled.addr.blocks.len() > cap.blocks as usize {
+            rebuilt = AddrTables::build_within(&compiled.addr_classes, cap.blocks as usize)
+                .map_err(|m| {
+                    anyhow::anyhow!(
+                        "the new rule set ({} rules): {m}; restart netprobe to load it",
+                        rules.len()
+                    )
+                })?;
+            &rebuilt
+        } else {
+            &compiled.addr
+        };
         let needs = [
             ("rules", rules.len(), cap.rules as usize),
             (
@@ -192,7 +207,7 @@ impl RuleState {
             ),
             (
                 "address table entries",
-                compiled.addr.long.len() + other.addr_keys.len(),
+                addr_tables.long.len() + other.addr_keys.len(),
                 cap.entries as usize,
             ),
             (
@@ -204,11 +219,6 @@ impl RuleState {
                 "dense cells",
                 compiled.cell_count as usize,
                 cap.cells as usize,
-            ),
-            (
-                "IPv4 address blocks",
-                compiled.addr.blocks.len(),
-                cap.blocks as usize,
             ),
             (
                 "rows of shape classes",
@@ -234,7 +244,7 @@ impl RuleState {
             ..Default::default()
         };
         let mut slots = Batch::new(maps.addr_slots, "writing the address slots");
-        for (index, slot) in &compiled.addr.slots {
+        for (index, slot) in &addr_tables.slots {
             let index = u32::from(gen) * 2 * SLOTS + index;
             let value = AddrSlot {
                 class: slot.class,
@@ -246,7 +256,7 @@ impl RuleState {
         }
         slots.write()?;
         let mut blocks = Batch::new(maps.addr_blocks, "writing the address blocks");
-        for (b, block) in compiled.addr.blocks.iter().enumerate() {
+        for (b, block) in addr_tables.blocks.iter().enumerate() {
             for (byte, entry) in block.iter().enumerate() {
                 if *entry == 0 {
                     continue;
@@ -258,7 +268,7 @@ impl RuleState {
         }
         blocks.write()?;
         let mut prefixes = Batch::new(maps.addr_prefixes, "writing the address prefixes");
-        for (prefix, class) in &compiled.addr.long {
+        for (prefix, class) in &addr_tables.long {
             let key = AddrKey {
                 gen,
                 family: prefix.family,

@@ -1,4 +1,5 @@
 //! The rule language against its plain meaning.
+use super::addr::AddrTables;
 use super::classes::block_range;
 use super::compile::*;
 use super::grammar::*;
@@ -241,10 +242,65 @@ fn ten_thousand_rules_compile_to_one_shape() {
     // 10,001 source classes times two protocol classes: dense cells.
     assert_eq!(compiled.cells.len(), 10_000);
     assert_eq!(compiled.addr_classes.len(), 10_000);
-    // Hosts: a block for each of the 1 + 10,000 / 65,536 leading 16 bits, and
-    // every host in the hash.
-    assert_eq!(compiled.addr.blocks.len(), 1);
-    assert_eq!(compiled.addr.long.len(), 10_000);
+    // Hosts: a block for each of the 1 + 10,000 / 65,536 leading 16 bits,
+    // and one by the fourth byte for each of the 40 /24s: none in the hash.
+    assert_eq!(compiled.addr.blocks.len(), 1 + 40);
+    assert!(compiled.addr.long.is_empty());
+}
+
+/// The class of the longest of `classes` covering an address: what the
+/// address tables must say, however they are laid out.
+fn longest_covering(classes: &[(Prefix, u32)], addr: &[u8; 16]) -> u32 {
+    classes
+        .iter()
+        .filter(|(p, _)| p.contains_addr(4, addr))
+        .max_by_key(|(p, _)| p.len)
+        .map_or(0, |(_, class)| *class)
+}
+
+#[test]
+fn hosts_past_the_blocks_by_the_fourth_byte_keep_their_classes_in_the_hash() {
+    let rules: Vec<Rule> = [
+        "src net 10.1.0.0/16",
+        "src net 10.1.2.0/24",
+        "src net 10.1.2.128/25",
+        "src net 10.1.2.4/30",
+        "src host 10.1.2.5",
+        "src host 10.1.2.200",
+        "src host 10.1.3.1",
+        "src host 10.1.3.2",
+        "src net 10.1.4.0/31",
+        "src host 10.2.9.9",
+    ]
+    .iter()
+    .map(|t| drop_rule(t))
+    .collect();
+    let compiled = Compiled::compile(&rules).unwrap();
+    let all = &compiled.addr;
+    // Two blocks by the third byte (10.1, 10.2), four by the fourth.
+    assert_eq!(all.blocks.len(), 6);
+    assert!(all.long.is_empty());
+    // Room for one: the densest /24 (10.1.2) gets it, the rest go to the hash.
+    let one = AddrTables::build_within(&compiled.addr_classes, 3).unwrap();
+    assert_eq!(one.blocks.len(), 3);
+    assert_eq!(one.long.len(), 4);
+    let none = AddrTables::build_within(&compiled.addr_classes, 2).unwrap();
+    assert_eq!(none.long.len(), 8);
+    assert!(AddrTables::build_within(&compiled.addr_classes, 1).is_err());
+    for (b, c, d) in
+        (1..=2).flat_map(|b| (0..=9).flat_map(move |c| (0..=255).map(move |d| (b, c, d))))
+    {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, b, c, d]);
+        let want = longest_covering(&compiled.addr_classes, &addr);
+        for (name, tables) in [("all", all), ("one", &one), ("none", &none)] {
+            assert_eq!(
+                tables.class(4, &addr, 1),
+                want,
+                "10.{b}.{c}.{d} with {name}"
+            );
+        }
+    }
 }
 
 #[test]
