@@ -40,6 +40,12 @@ const MIXED: u32 = 10_000;
 /// The label's end for a small rule set matched through the tables, not
 /// directly.
 const THROUGH_TABLES: &str = "through the tables";
+/// Rows whose frames go to an address beside listed hosts.
+const BESIDE_HOSTS: &str =
+    "frames from the last rule's network and from 198.18.0.1 to an address beside listed hosts";
+/// Rows whose tables hold no block by the fourth byte: every IPv4 prefix
+/// longer than /24 is in the hash, as before those blocks.
+const HOSTS_HASHED: &str = "the hosts in the hash (no room for blocks by the fourth byte)";
 const XDP_FILTER_OBJ: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_dny_all.o";
 
 /// Rule `i`: one /24 source network, UDP, one destination port.
@@ -233,13 +239,18 @@ fn udp6() -> Vec<u8> {
 }
 
 fn udp_from(src: Ipv4Addr) -> Vec<u8> {
+    udp_between(src, IP4_B)
+}
+
+/// A 60-byte UDP frame from `src` to `dst`, port 9.
+fn udp_between(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let mut f = eth(
         ETH_IPV4,
         &ipv4(
             src,
-            IP4_B,
+            dst,
             PROTO_UDP,
-            &udp(src.into(), IP4_B.into(), 40000, 9, &[0x5a; 18]),
+            &udp(src.into(), dst.into(), 40000, 9, &[0x5a; 18]),
         ),
     );
     f.resize(60, 0);
@@ -299,7 +310,10 @@ fn test_run_section() {
     // Sets of at most 8 alternatives are compared directly; the rows
     // marked "through the tables" are the same sets as a larger one would
     // be matched (`Compiled::compile_tables_only`).
-    let sets: Vec<(String, u32, Vec<Rule>, Vec<u8>)> = [1u32, 100, 10_000]
+    // A frame to 172.16.0.2 is beside the mixed set's hosts (its /24 holds
+    // them), one from 172.16.0.4 beside the block list's.
+    let beside = mixed_host(2);
+    let mut sets: Vec<(String, u32, Vec<Rule>, Vec<u8>)> = [1u32, 100, 10_000]
         .into_iter()
         .map(|n| {
             (
@@ -403,35 +417,81 @@ fn test_run_section() {
             ),
         ])
         .collect();
-    let with_rules: Vec<(String, u32, XdpSkel<'static>, Vec<u8>)> = sets
+    let mut frames: Vec<(Vec<u8>, Vec<u8>)> = sets
+        .iter()
+        .map(|(_, _, _, matching)| (matching.clone(), no_match.clone()))
+        .collect();
+    for (label, count, rules, matching, other) in [
+        (
+            format!("netprobe `--drop`, the mixed set, {BESIDE_HOSTS} (`{beside}`)"),
+            MIXED,
+            mixed_rules(MIXED),
+            udp_between(Ipv4Addr::new(10, 39, 15, 5), beside),
+            udp_between(IP4_A, beside),
+        ),
+        (
+            format!(
+                "netprobe `--drop`, the mixed set, {BESIDE_HOSTS} (`{beside}`), {HOSTS_HASHED}"
+            ),
+            MIXED,
+            mixed_rules(MIXED),
+            udp_between(Ipv4Addr::new(10, 39, 15, 5), beside),
+            udp_between(IP4_A, beside),
+        ),
+        (
+            "netprobe `--drop`, the block list, frames from a listed host (`172.16.0.1`) and \
+             from beside it (`172.16.0.4`)"
+                .to_string(),
+            100_000,
+            parsed(block_list(100_000).into_iter()),
+            udp_from(Ipv4Addr::new(172, 16, 0, 1)),
+            udp_from(Ipv4Addr::new(172, 16, 0, 4)),
+        ),
+    ] {
+        frames.push((matching.clone(), other));
+        sets.push((label, count, rules, matching));
+    }
+    let with_rules: Vec<(String, u32, XdpSkel<'static>)> = sets
         .into_iter()
-        .map(|(label, count, rules, matching)| {
+        .map(|(label, count, rules, _)| {
             let compiled = if label.ends_with(THROUGH_TABLES) {
                 Compiled::compile_tables_only(&rules)
             } else {
                 Compiled::compile(&rules)
             }
             .unwrap();
-            let cap = Capacity::for_rules(&rules, &compiled, false);
+            let mut cap = Capacity::for_rules(&rules, &compiled, false);
+            if label.ends_with(HOSTS_HASHED) {
+                // Room for the blocks by the third byte only.
+                cap.blocks = compiled
+                    .addr
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.block != 0)
+                    .count() as u32;
+            }
             let skel = load_with_rules(Box::leak(Box::new(MaybeUninit::uninit())), cap);
             RuleState::new(cap)
                 .install(&rule_tables(&skel), &rules, &compiled)
                 .unwrap();
-            (label, count, skel, matching)
+            (label, count, skel)
         })
         .collect();
     type Run<'a> = Box<dyn Fn(&[u8]) -> f64 + 'a>;
-    let mut rows: Vec<(String, String, Vec<u8>, Run<'_>)> = vec![
+    // A row: its program, its rule count, its matching and non-matching
+    // frames, and how to run it.
+    type Row<'a> = (String, String, (Vec<u8>, Vec<u8>), Run<'a>);
+    let mut rows: Vec<Row<'_>> = vec![
         (
             "empty `return XDP_PASS`".into(),
             "-".into(),
-            last_net_frame(1),
+            (last_net_frame(1), no_match.clone()),
             Box::new(|frame| ns_per_packet(&pass.progs.xdp_pass, frame, REPEAT)),
         ),
         (
             "xdp-tools `xdpfilt_dny_all.o`, maps empty".into(),
             "-".into(),
-            last_net_frame(1),
+            (last_net_frame(1), no_match.clone()),
             Box::new(|frame| ns_per_packet(&filter_prog, frame, REPEAT)),
         ),
         (
@@ -439,35 +499,35 @@ fn test_run_section() {
              entries (`ip Y -m dst`, `port N -m dst -p udp`)"
                 .into(),
             (MIXED * 2 / 3).to_string(),
-            to_port,
+            (to_port, no_match.clone()),
             Box::new(|frame| deployed.ns_per_packet(frame, REPEAT)),
         ),
         (
             "netprobe, counting only (`xdp_netprobe`)".into(),
             "0".into(),
-            last_net_frame(1),
+            (last_net_frame(1), no_match.clone()),
             Box::new(|frame| ns_per_packet(netprobe::xdp::program(&counting), frame, REPEAT)),
         ),
         (
             "netprobe, counting only (`xdp_netprobe`), the IPv6 frame".into(),
             "0".into(),
-            udp6(),
+            (udp6(), no_match.clone()),
             Box::new(|frame| ns_per_packet(netprobe::xdp::program(&counting), frame, REPEAT)),
         ),
     ];
-    for (label, count, skel, matching) in &with_rules {
+    for ((label, count, skel), pair) in with_rules.iter().zip(frames) {
         rows.push((
             label.clone(),
             count.to_string(),
-            matching.clone(),
+            pair,
             Box::new(move |frame| ns_per_packet(netprobe::xdp::program(skel), frame, REPEAT)),
         ));
     }
     let mut times = vec![(Vec::new(), Vec::new()); rows.len()];
     for _ in 0..ROUNDS {
-        for ((_, _, matching, run), (m, n)) in rows.iter().zip(&mut times) {
+        for ((_, _, (matching, other), run), (m, n)) in rows.iter().zip(&mut times) {
             m.push(run(matching));
-            n.push(run(&no_match));
+            n.push(run(other));
         }
     }
     println!("## XDP rules, BPF_PROG_TEST_RUN\n");
@@ -483,7 +543,9 @@ freplace programs, as it refuses fentry). A rule set of at most 8 alternatives o
 is compared field by field, not looked up; \"through the tables\" is the same set \
 matched as a larger one is, for the like-for-like comparison. The IPv6 rows' matching frame is \
 UDP from 2001:2::1 to port 9, their non-matching one the IPv4 frame; compare them with counting \
-only on the IPv6 frame.\n",
+only on the IPv6 frame. Rows that name their frames use those instead: an address beside listed \
+hosts shares a /24 with them, where a /24 of hosts takes a block by the fourth byte, or, \
+past the blocks the tables hold, a hash lookup.\n",
         rule_text(0).replace("10.0.0.0", "10.<i/256>.<i%256>.0"),
         mixed_text(1).replace("172.16.0.1", "172.16.<i/256>.<i%256>"),
         mixed_text(2).replace("10002", "<10000+i>"),
