@@ -96,25 +96,24 @@ enum np_action {
 
 /* Addresses are classified without a walk that grows with the rule set
  * (src/filter/addr.rs says how): an array slot per generation, family and
- * leading 16 bits; for IPv4, a block of 256 entries by the third byte
- * under a slot that has longer rule prefixes, and one by the fourth byte
- * under an entry that has; and one exact-match hash lookup per longer
- * prefix length that a block entry (IPv4, lengths over 24, past the blocks
- * by the fourth byte) or an IPv6 slot (lengths over 16) names, longest
- * first. */
+ * leading 16 bits; below a slot or entry with longer rule prefixes below
+ * it, a block of 256 entries by the next byte, down to the last byte of an
+ * IPv4 address and the eighth of an IPv6 one; and below an entry with no
+ * block (past /64, or past the blocks the tables hold), one exact-match
+ * hash lookup per longer prefix length it names, longest first. */
 #define NP_ADDR_SLOTS 65536
 #define NP_ADDR_BLOCK 256
 #define NP_ADDR_LENS 32
-/* A block entry by the third byte: the class in its low 23 bits, or with
- * NP_ADDR_HOSTS the block by the fourth byte below it, whose entries are
- * classes; the lengths in the hash in its top 8. */
-#define NP_ADDR_CLASS_BITS 24
-#define NP_ADDR_HOSTS (1U << 23)
+/* Levels of blocks below a slot, one byte each: IPv4 to its last byte,
+ * IPv6 to its eighth (/64). */
+#define NP_ADDR_LEVELS4 2
+#define NP_ADDR_LEVELS6 6
 
+/* A slot, or an entry of a block. */
 struct np_addr_slot {
-	__u32 class;  /* 0: no rule prefix of at most 16 bits covers it */
-	__u32 longer; /* IPv6, bit j: a prefix of addr_len[1][j] bits lies below */
-	__u32 block;  /* IPv4: 1 + the block for the third byte, 0 for none */
+	__u32 class;  /* of the longest rule prefix covering it; 0: none */
+	__u32 longer; /* bit j: a prefix of addr_len[family][j] bits lies below, in the hash */
+	__u32 block;  /* 1 + the block by the next byte, 0 for none */
 };
 
 /* A rule prefix in the hash: the address masked to `len` bits. */

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The rule matcher shared by every hook that filters frames. The tables
  * are written by src/filter/tables.rs from what src/filter/compile.rs compiles; see
- * there for why this is one lookup per field (an array slot, for IPv4
- * blocks by the third and fourth bytes, else a hash lookup per prefix
- * length in use below the slot for addresses, an array for
+ * there for why this is one lookup per field (an array slot and blocks
+ * by the next bytes below it, past them a hash lookup per prefix length
+ * in use there for addresses, an array for
  * ports, and an array row where a large shape has classes of its own for
  * the field) plus one lookup (an array cell or a hash entry) per shape the
  * packet can match, whatever the number of rules; a rule set of a few
@@ -56,13 +56,13 @@ struct {
 	__type(value, struct np_addr_slot);
 } addr_slots SEC(".maps");
 
-/* IPv4 blocks: (generation * max_blocks + block) * 256 + third byte, or
- * fourth byte for a block an entry names (NP_ADDR_HOSTS). */
+/* Blocks by the address's next byte below a slot or an entry:
+ * (generation * max_blocks + block) * 256 + that byte. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct np_addr_slot);
 } addr_blocks SEC(".maps");
 
 /* Rule prefixes longer than a block entry or an IPv6 slot holds, exactly:
@@ -223,9 +223,10 @@ static __always_inline __u32 np_addr_longer(__u32 gen, const __u32 family, const
 static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __u32 family,
 					   __u32 off)
 {
-	const struct np_addr_slot *slot;
-	__u32 addr[4], idx, *entry, words, class, longer;
+	const struct np_addr_slot *e;
+	__u32 addr[4], idx, words, i;
 	const __u8 *bytes = (const __u8 *)addr;
+	__u64 head; /* the address's first 8 bytes, big-endian: the bytes blocks index */
 
 	/* Words past those read are masked off, but must be written. */
 	if (family == 6)
@@ -234,28 +235,25 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __
 	if (!words)
 		return 0;
 	idx = (gen * 2 + (family == 6)) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];
-	slot = bpf_map_lookup_elem(&addr_slots, &idx);
-	if (!slot)
+	e = bpf_map_lookup_elem(&addr_slots, &idx);
+	if (!e)
 		return 0;
-	class = slot->class;
-	longer = slot->longer;
-	if (slot->block) {
-		idx = (gen * max_blocks + slot->block - 1) * NP_ADDR_BLOCK + bytes[2];
-		entry = bpf_map_lookup_elem(&addr_blocks, &idx);
-		if (!entry)
+	head = (__u64)__builtin_bswap32(addr[0]) << 32;
+	if (family == 6)
+		head |= __builtin_bswap32(addr[1]);
+	/* A frame cut inside the address walks the bytes of its words. */
+	for (i = 0; i < (family == 6 ? NP_ADDR_LEVELS6 : NP_ADDR_LEVELS4); i++) {
+		if (!e->block || i + 2 >= words * 4)
+			break;
+		idx = (gen * max_blocks + e->block - 1) * NP_ADDR_BLOCK +
+		      (__u32)(head >> (40 - 8 * i) & 0xff);
+		e = bpf_map_lookup_elem(&addr_blocks, &idx);
+		if (!e)
 			return 0;
-		if (family == 4 && *entry & NP_ADDR_HOSTS) {
-			idx = (gen * max_blocks + (*entry & (NP_ADDR_HOSTS - 1))) * NP_ADDR_BLOCK +
-			      bytes[3];
-			entry = bpf_map_lookup_elem(&addr_blocks, &idx);
-			return entry ? *entry : 0;
-		}
-		class = *entry & (NP_ADDR_HOSTS - 1);
-		longer = *entry >> NP_ADDR_CLASS_BITS;
 	}
-	if (longer)
-		class = np_addr_longer(gen, family, addr, words, longer, class);
-	return class;
+	if (e->longer)
+		return np_addr_longer(gen, family, addr, words, e->longer, e->class);
+	return e->class;
 }
 
 /* The same for a family known only at run time (0: no addresses); each

@@ -1,28 +1,27 @@
-//! Address classes without a trie. The class of an address is that of the
-//! longest rule prefix covering it (0: none). The kernel's LPM trie walks
-//! deeper as it fills, and even one exact-match hash lookup costs about as
-//! much as the rest of the matcher; this layout costs array lookups at any
-//! size, and a hash lookup only where a rule prefix longer than /24 (IPv4)
-//! or /16 (IPv6) lies close to the address:
+//! Address classes without a trie whose depth grows with the table. The
+//! class of an address is that of the longest rule prefix covering it (0:
+//! none). The kernel's LPM trie walks deeper as it fills, and even one
+//! exact-match hash lookup costs about as much as the rest of the matcher
+//! (45 ns measured, BENCHMARKS.md); this layout costs array lookups, a
+//! fixed number at most, whatever the number of rules:
 //!
 //! - a slot per family and leading 16 bits (an array lookup) holds the
 //!   class of the longest rule prefix of at most 16 bits covering them;
-//! - for IPv4, where a rule prefix of 17 to 32 bits lies below a slot, the
-//!   slot names a block of 256 entries indexed by the third byte (a second
-//!   array lookup), each the class of the longest rule prefix of at most 24
-//!   bits covering it;
-//! - for IPv4, where a rule prefix of 25 to 32 bits lies below a block
-//!   entry, the entry names another block, indexed by the fourth byte (a
-//!   third array lookup), each entry the class of the longest rule prefix
-//!   covering the address: a /24 of listed hosts costs no hash lookup;
-//! - past [`MAX_HOST_BLOCKS`] of those (the /24s with the most longer
-//!   prefixes get them), an IPv4 block entry, and an IPv6 slot, have a bit
-//!   for each longer prefix length that has a rule prefix below it; one
+//! - where longer rule prefixes lie below a slot, it names a block of 256
+//!   entries indexed by the next byte (one more array lookup), each entry
+//!   the class of the longest rule prefix covering it, and each entry with
+//!   longer prefixes still below names a block for the byte after: down
+//!   to the last byte for IPv4, to the eighth (/64) for IPv6;
+//! - below an entry that names no block (an IPv6 prefix longer than /64,
+//!   or past the [`MAX_BLOCKS`] blocks a rule set may take: 3 KiB each, the
+//!   entries with the most prefixes below get them first, level by level),
+//!   the entry has a bit for each longer prefix length in use there; one
 //!   exact-match hash holds those prefixes, keyed by length and masked
 //!   address, and is probed once per length named, longest first, until
-//!   one is found. Measured on the mixed 10,000-rule set, that probe cost
-//!   a frame to a listed host's neighbour 48 ns, the fourth-byte block
-//!   nothing measurable (BENCHMARKS.md).
+//!   one is found.
+//!
+//! A frame cut short inside an address walks only the bytes of the words
+//! it holds: libpcap compares an address a 32-bit word at a time.
 //!
 //! `AddrTables::class` is what `np_addr_class` in rules.h does, in Rust.
 use std::collections::{BTreeMap, HashMap};
@@ -33,47 +32,39 @@ use super::model::Prefix;
 const SLOT_BITS: u8 = 16;
 /// Slots per family (`NP_ADDR_SLOTS`).
 pub const SLOTS: u32 = 1 << SLOT_BITS;
-/// Entries in an IPv4 block (`NP_ADDR_BLOCK`), indexed by the third byte.
+/// Entries in a block (`NP_ADDR_BLOCK`), indexed by one byte.
 pub const BLOCK: usize = 256;
-/// The longest IPv4 prefix a block entry holds the class of.
-const BLOCK_BITS: u8 = 24;
+/// Per family index: how deep blocks go, in bits of the address
+/// (`NP_ADDR_LEVELS`: levels of blocks below the slot).
+const BLOCK_BITS: [u8; 2] = [32, 64];
 /// Prefix lengths one family may have in the hash (`NP_ADDR_LENS`).
 pub const MAX_LENS: usize = 32;
-/// A block entry is a class in its low bits, or with [`HOSTS`] the block
-/// by the fourth byte below it; and the longer lengths below it in the hash
-/// in its top 8 (IPv4 has at most 8 lengths over /24).
-const LENS_SHIFT: u32 = 24;
-/// The block entry names a block by the fourth byte (`NP_ADDR_HOSTS`).
-const HOSTS: u32 = 1 << 23;
-/// Classes a block entry can hold.
-pub const MAX_CLASSES: usize = HOSTS as usize - 1;
-/// Blocks by the fourth byte a rule set may take (1 KiB each per
-/// generation); the /24s past them keep their longer prefixes in the hash.
-pub const MAX_HOST_BLOCKS: usize = 16 << 10;
+/// Classes an entry can hold.
+pub const MAX_CLASSES: usize = (1 << 24) - 1;
+/// Blocks a rule set may take (3 KiB each per generation).
+pub const MAX_BLOCKS: usize = 32 << 10;
 
-/// `struct np_addr_slot`.
+/// `struct np_addr_slot`: a slot, or an entry of a block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
     pub class: u32,
-    /// IPv6: bit j, a rule prefix of `lens[1][j]` bits lies below.
+    /// Bit j: a rule prefix of `lens[family][j]` bits lies below, in the hash.
     pub longer: u32,
-    /// IPv4: 1 + the block of the third byte, 0 for none.
+    /// 1 + the block by the next byte, 0 for none.
     pub block: u32,
 }
 
 /// The address classes of a rule set, laid out as rules.h reads them.
 #[derive(Clone, Debug, Default)]
 pub struct AddrTables {
-    /// Per family index (0: IPv4, 1: IPv6): the lengths in the hash,
-    /// longest first.
+    /// Per family index (0: IPv4, 1: IPv6): the lengths over /16, longest
+    /// first, that `Slot::longer` bits name.
     pub lens: [Vec<u8>; 2],
     /// The slots that are not empty, by family index * SLOTS + leading 16
     /// bits, in index order.
     pub slots: Vec<(u32, Slot)>,
-    /// IPv4 blocks, by the third byte (class, or HOSTS | the block by the
-    /// fourth byte; | bits of the lengths over /24 in the hash << 24), then
-    /// by the fourth byte (class).
-    pub blocks: Vec<[u32; BLOCK]>,
+    /// Blocks of entries by one byte of the address.
+    pub blocks: Vec<[Slot; BLOCK]>,
     /// The prefixes in the hash, addresses masked, and their classes.
     pub long: HashMap<Prefix, u32>,
 }
@@ -110,43 +101,58 @@ pub fn mask(len: u8) -> [[u8; 4]; 4] {
     words
 }
 
-/// The first and last index of `p`'s leading `bits` bits (past the
-/// leading `skip` bits), for a prefix no longer than `bits`.
-fn span(p: &Prefix, skip: u8, bits: u8) -> std::ops::RangeInclusive<u32> {
-    let a = u32::from_be_bytes([p.addr[0], p.addr[1], p.addr[2], p.addr[3]]);
-    let within = (a << skip) >> (32 - (bits - skip));
-    let free = bits - p.len.max(skip);
-    let first = (within >> free) << free;
-    first..=first + (1 << free) - 1
-}
-
-/// The lengths over `above` of a family's prefixes, longest first.
-fn lengths<'a>(prefixes: impl Iterator<Item = &'a Prefix>, above: u8) -> Vec<u8> {
-    let mut lens: Vec<u8> = prefixes.filter(|p| p.len > above).map(|p| p.len).collect();
+/// The lengths over /16 of a family's prefixes, longest first.
+fn lengths<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> Vec<u8> {
+    let mut lens: Vec<u8> = prefixes
+        .filter(|p| p.len > SLOT_BITS)
+        .map(|p| p.len)
+        .collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
     lens.dedup();
     lens
 }
 
-/// The prefixes of `classes` the hash holds where no /24 gets a block by
-/// the fourth byte: what the tables make room for, so that a reloaded
-/// rule set past the blocks they hold still fits.
+/// The prefixes of `classes` the hash holds where no slot gets a block:
+/// what the tables make room for, so that a reloaded rule set past the
+/// blocks they hold still fits.
 pub fn most_hashed(classes: &[(Prefix, u32)]) -> usize {
-    classes
-        .iter()
-        .filter(|(p, _)| p.len > if p.family == 4 { BLOCK_BITS } else { SLOT_BITS })
-        .count()
+    classes.iter().filter(|(p, _)| p.len > SLOT_BITS).count()
+}
+
+/// A slot or a block entry with rule prefixes longer than its `bits`
+/// below it (shortest first), to be given a block or the hash.
+struct Below<'a> {
+    at: At,
+    bits: u8,
+    family: u8,
+    prefixes: Vec<&'a (Prefix, u32)>,
+}
+
+#[derive(Clone, Copy)]
+enum At {
+    Slot(u32),
+    Entry(usize, usize),
+}
+
+fn entry_at<'a>(
+    slots: &'a mut BTreeMap<u32, Slot>,
+    blocks: &'a mut [[Slot; BLOCK]],
+    at: At,
+) -> &'a mut Slot {
+    match at {
+        At::Slot(i) => slots.entry(i).or_default(),
+        At::Entry(b, i) => &mut blocks[b][i],
+    }
 }
 
 impl AddrTables {
     /// Lays out `classes` (each distinct rule prefix and its class).
     pub fn build(classes: &[(Prefix, u32)]) -> Result<AddrTables, String> {
-        AddrTables::build_within(classes, usize::MAX)
+        AddrTables::build_within(classes, MAX_BLOCKS)
     }
 
-    /// The same in at most `max_blocks` blocks, if the blocks by the third
-    /// byte fit: the /24s that get no block by the fourth byte keep their
-    /// longer prefixes in the hash.
+    /// The same in at most `max_blocks` blocks: the prefixes below the
+    /// entries that get none go to the hash.
     pub fn build_within(
         classes: &[(Prefix, u32)],
         max_blocks: usize,
@@ -159,8 +165,8 @@ impl AddrTables {
         }
         let of = |family: u8| classes.iter().filter(move |(p, _)| p.family == family);
         let lens = [
-            lengths(of(4).map(|(p, _)| p), BLOCK_BITS),
-            lengths(of(6).map(|(p, _)| p), SLOT_BITS),
+            lengths(of(4).map(|(p, _)| p)),
+            lengths(of(6).map(|(p, _)| p)),
         ];
         if lens[1].len() > MAX_LENS {
             return Err(format!(
@@ -173,88 +179,87 @@ impl AddrTables {
         // Shortest first: a longer prefix overwrites what it covers.
         by_length.sort_by_key(|(p, _)| p.len);
         let mut slots: BTreeMap<u32, Slot> = BTreeMap::new();
-        let slot_index = |p: &Prefix, i: u32| family_index(p.family) as u32 * SLOTS + i;
-        for (p, class) in by_length.iter().filter(|(p, _)| p.len <= SLOT_BITS) {
+        let slot_index = |p: &Prefix| family_index(p.family) as u32 * SLOTS + leading16(&p.addr);
+        let mut below: BTreeMap<u32, Below<'_>> = BTreeMap::new();
+        for pc in &by_length {
+            let p = &pc.0;
+            if p.len > SLOT_BITS {
+                below
+                    .entry(slot_index(p))
+                    .or_insert_with(|| Below {
+                        at: At::Slot(slot_index(p)),
+                        bits: SLOT_BITS,
+                        family: p.family,
+                        prefixes: Vec::new(),
+                    })
+                    .prefixes
+                    .push(pc);
+                continue;
+            }
             let first = leading16(&masked(&p.addr, p.len));
+            let index = family_index(p.family) as u32 * SLOTS;
             for i in first..first + (1u32 << (SLOT_BITS - p.len)) {
-                slots.entry(slot_index(p, i)).or_default().class = *class;
+                slots.entry(index + i).or_default().class = pc.1;
             }
         }
-        // IPv4 blocks, in the order of their slots.
-        let mut block_of: BTreeMap<u32, usize> = BTreeMap::new();
-        for (p, _) in of(4).filter(|(p, _)| p.len > SLOT_BITS) {
-            let next = block_of.len();
-            block_of.entry(leading16(&p.addr)).or_insert(next);
-        }
-        let mut blocks = vec![[0u32; BLOCK]; block_of.len()];
-        for (&at, &b) in &block_of {
-            let slot = slots.entry(at).or_default();
-            slot.block = b as u32 + 1;
-            blocks[b] = [slot.class; BLOCK];
-        }
-        let v4_block = |p: &Prefix| block_of[&leading16(&p.addr)];
-        for (p, class) in by_length
-            .iter()
-            .filter(|(p, _)| p.family == 4 && p.len > SLOT_BITS && p.len <= BLOCK_BITS)
-        {
-            for i in span(p, SLOT_BITS, BLOCK_BITS) {
-                blocks[v4_block(p)][i as usize] = *class;
-            }
-        }
-        if blocks.len() > max_blocks {
-            return Err(format!(
-                "the rules need {} IPv4 address blocks; the tables hold {max_blocks}",
-                blocks.len()
-            ));
-        }
-        // The /24s with the most longer prefixes below get blocks by the
-        // fourth byte, each entry first the class of the /24's own.
-        let mut per24: BTreeMap<[u8; 3], usize> = BTreeMap::new();
-        for (p, _) in of(4).filter(|(p, _)| p.len > BLOCK_BITS) {
-            *per24.entry([p.addr[0], p.addr[1], p.addr[2]]).or_default() += 1;
-        }
-        let mut dense: Vec<([u8; 3], usize)> = per24.into_iter().collect();
-        dense.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        dense.truncate(MAX_HOST_BLOCKS.min(max_blocks - blocks.len()));
-        let mut host_block: HashMap<[u8; 3], usize> = HashMap::new();
-        for (at, _) in dense {
-            let next = blocks.len();
-            let entry = &mut blocks[block_of[&(u32::from(at[0]) << 8 | u32::from(at[1]))]]
-                [usize::from(at[2])];
-            let of24 = std::mem::replace(entry, HOSTS | next as u32);
-            blocks.push([of24; BLOCK]);
-            host_block.insert(at, next);
-        }
+        let mut blocks: Vec<[Slot; BLOCK]> = Vec::new();
         let mut long = HashMap::new();
-        for (p, class) in by_length.iter().filter(|(p, _)| p.len > SLOT_BITS) {
-            let f = family_index(p.family);
-            if f == 0 {
-                if p.len <= BLOCK_BITS {
-                    continue;
-                }
-                // Shortest first: a longer prefix overwrites what it covers.
-                if let Some(&b) = host_block.get(&[p.addr[0], p.addr[1], p.addr[2]]) {
-                    for i in span(p, BLOCK_BITS, 32) {
-                        blocks[b][i as usize] = *class;
+        let mut level: Vec<Below<'_>> = below.into_values().collect();
+        // Level by level; in each, the entries with the most prefixes
+        // below first.
+        while !level.is_empty() {
+            level.sort_by_key(|b| std::cmp::Reverse(b.prefixes.len()));
+            let mut next = Vec::new();
+            for node in level {
+                let f = family_index(node.family);
+                if node.bits >= BLOCK_BITS[f] || blocks.len() >= max_blocks {
+                    let mut longer = 0;
+                    for (p, class) in node.prefixes {
+                        let bit = lens[f].iter().position(|l| *l == p.len).unwrap_or(0);
+                        longer |= 1 << bit;
+                        let key = Prefix {
+                            addr: masked(&p.addr, p.len),
+                            ..*p
+                        };
+                        long.insert(key, *class);
                     }
+                    entry_at(&mut slots, &mut blocks, node.at).longer |= longer;
                     continue;
                 }
-                // Classes are all set before the bits: longer prefixes
-                // come after every prefix of at most 24 bits.
-                let bit = lens[0].iter().position(|l| *l == p.len).unwrap_or(0);
-                blocks[v4_block(p)][usize::from(p.addr[2])] |= 1 << (LENS_SHIFT + bit as u32);
-            } else {
-                let bit = lens[1].iter().position(|l| *l == p.len).unwrap_or(0);
-                slots
-                    .entry(slot_index(p, leading16(&p.addr)))
-                    .or_default()
-                    .longer |= 1 << bit;
+                let b = blocks.len();
+                let parent = entry_at(&mut slots, &mut blocks, node.at);
+                parent.block = b as u32 + 1;
+                let class = parent.class;
+                blocks.push(
+                    [Slot {
+                        class,
+                        ..Slot::default()
+                    }; BLOCK],
+                );
+                let (byte, bits) = (usize::from(node.bits / 8), node.bits + 8);
+                let mut deeper: BTreeMap<usize, Below<'_>> = BTreeMap::new();
+                for pc in node.prefixes {
+                    let first = usize::from(masked(&pc.0.addr, pc.0.len)[byte]);
+                    if pc.0.len > bits {
+                        deeper
+                            .entry(first)
+                            .or_insert_with(|| Below {
+                                at: At::Entry(b, first),
+                                bits,
+                                family: node.family,
+                                prefixes: Vec::new(),
+                            })
+                            .prefixes
+                            .push(pc);
+                        continue;
+                    }
+                    for entry in &mut blocks[b][first..first + (1 << (bits - pc.0.len))] {
+                        entry.class = pc.1;
+                    }
+                }
+                next.extend(deeper.into_values());
             }
-            let key = Prefix {
-                addr: masked(&p.addr, p.len),
-                ..*p
-            };
-            long.insert(key, *class);
+            level = next;
         }
         Ok(AddrTables {
             lens,
@@ -275,22 +280,18 @@ impl AddrTables {
         let Ok(at) = self.slots.binary_search_by_key(&index, |(i, _)| *i) else {
             return 0;
         };
-        let slot = self.slots[at].1;
-        let (class, longer) = match slot.block {
-            0 => (slot.class, slot.longer),
-            b => {
-                let entry = self.blocks[b as usize - 1][usize::from(addr[2])];
-                if entry & HOSTS != 0 {
-                    return self.blocks[(entry & MAX_CLASSES as u32) as usize]
-                        [usize::from(addr[3])];
-                }
-                (entry & MAX_CLASSES as u32, entry >> LENS_SHIFT)
-            }
-        };
+        let mut entry = self.slots[at].1;
+        let mut byte = 2;
+        while entry.block != 0 && byte < 4 * usize::from(words) {
+            entry = self.blocks[entry.block as usize - 1][usize::from(addr[byte])];
+            byte += 1;
+        }
         self.lens[f]
             .iter()
             .enumerate()
-            .filter(|(j, len)| longer >> j & 1 == 1 && u32::from(**len) <= 32 * u32::from(words))
+            .filter(|(j, len)| {
+                entry.longer >> j & 1 == 1 && u32::from(**len) <= 32 * u32::from(words)
+            })
             .find_map(|(_, &len)| {
                 self.long.get(&Prefix {
                     family,
@@ -299,6 +300,6 @@ impl AddrTables {
                 })
             })
             .copied()
-            .unwrap_or(class)
+            .unwrap_or(entry.class)
     }
 }

@@ -1,6 +1,6 @@
 //! How large the rule tables are made before load: enough for a rule set
 //! in both generations, and, reloadable, for one that grows.
-use super::addr::{most_hashed, MAX_HOST_BLOCKS, SLOTS};
+use super::addr::{most_hashed, MAX_BLOCKS};
 use super::compile::{Compiled, MAX_PROGRAMS, MAX_PROGRAM_SLOTS};
 use super::model::Rule;
 
@@ -91,12 +91,11 @@ impl Capacity {
                 compiled.programs.len().max(1)
             } as u32,
             cells: (compiled.cell_count as usize * grow).max(floor) as u32,
-            // A block for each of the 65,536 leading 16 bits at most, and
-            // the blocks by the fourth byte; a reloaded rule set that needs
-            // more of those keeps the rest of its hosts in the hash.
+            // A reloaded rule set that needs more blocks keeps the
+            // prefixes below the entries that get none in the hash.
             blocks: (compiled.addr.blocks.len() * grow)
                 .max(if reloadable { 64 } else { 1 })
-                .min(SLOTS as usize + MAX_HOST_BLOCKS) as u32,
+                .min(MAX_BLOCKS) as u32,
             addr_rows: (compiled.addr_rows.len() * grow).max(floor) as u32,
             // The program looks up rows only for the fields that need
             // them; a reloaded rule set may need any.

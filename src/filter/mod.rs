@@ -13,9 +13,9 @@
 //! through up to two VLAN tags.
 //!
 //! Matching never scans table rules. An address is mapped to the most
-//! specific rule prefix covering it by an array slot of its leading 16 bits,
-//! for IPv4 arrays by its third and fourth bytes below, and otherwise an
-//! exact-match hash per longer prefix length in use below that slot
+//! specific rule prefix covering it by an array slot of its leading 16 bits
+//! and arrays by its next bytes below it (to /32 for IPv4, /64 for IPv6),
+//! past them by an exact-match hash per longer prefix length in use there
 //! ([`addr`]); a port by an array indexed by the port. Each rule alternative ("conjunction") constrains some set of
 //! fields, its *shape*; for every shape in use whose fields the packet has
 //! there is one lookup keyed by the packet's classes: an array cell when the

@@ -28,6 +28,16 @@ pub(super) struct AddrSlot {
     pub(super) block: u32,
 }
 
+impl AddrSlot {
+    pub(super) fn of(slot: &super::addr::Slot) -> AddrSlot {
+        AddrSlot {
+            class: slot.class,
+            longer: slot.longer,
+            block: slot.block,
+        }
+    }
+}
+
 /// `struct np_shape_key`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

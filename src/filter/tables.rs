@@ -246,23 +246,18 @@ impl RuleState {
         let mut slots = Batch::new(maps.addr_slots, "writing the address slots");
         for (index, slot) in &addr_tables.slots {
             let index = u32::from(gen) * 2 * SLOTS + index;
-            let value = AddrSlot {
-                class: slot.class,
-                longer: slot.longer,
-                block: slot.block,
-            };
-            slots.push(&index.to_ne_bytes(), bytes(&value));
+            slots.push(&index.to_ne_bytes(), bytes(&AddrSlot::of(slot)));
             written.slots.push(index);
         }
         slots.write()?;
         let mut blocks = Batch::new(maps.addr_blocks, "writing the address blocks");
         for (b, block) in addr_tables.blocks.iter().enumerate() {
             for (byte, entry) in block.iter().enumerate() {
-                if *entry == 0 {
+                if *entry == addr::Slot::default() {
                     continue;
                 }
                 let index = (u32::from(gen) * cap.blocks + b as u32) * BLOCK as u32 + byte as u32;
-                blocks.push(&index.to_ne_bytes(), &entry.to_ne_bytes());
+                blocks.push(&index.to_ne_bytes(), bytes(&AddrSlot::of(entry)));
                 written.block_entries.push(index);
             }
         }
@@ -406,7 +401,7 @@ impl RuleState {
             addr_len: [[0; MAX_LENS]; 2],
             addr_mask: [[[[0; 4]; 4]; MAX_LENS]; 2],
         };
-        for (family, lens) in compiled.addr.lens.iter().enumerate() {
+        for (family, lens) in addr_tables.lens.iter().enumerate() {
             for (j, len) in lens.iter().enumerate() {
                 config.addr_len[family][j] = *len;
                 config.addr_mask[family][j] = addr::mask(*len);
@@ -454,7 +449,7 @@ impl RuleState {
         zero_entries(
             maps.addr_blocks,
             &old.block_entries,
-            &0u32.to_ne_bytes(),
+            bytes(&AddrSlot::default()),
             "address blocks",
         )?;
         zero_entries(

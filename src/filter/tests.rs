@@ -242,24 +242,26 @@ fn ten_thousand_rules_compile_to_one_shape() {
     // 10,001 source classes times two protocol classes: dense cells.
     assert_eq!(compiled.cells.len(), 10_000);
     assert_eq!(compiled.addr_classes.len(), 10_000);
-    // Hosts: a block for each of the 1 + 10,000 / 65,536 leading 16 bits,
-    // and one by the fourth byte for each of the 40 /24s: none in the hash.
+    // Hosts: a block by the third byte for each of the 1 + 10,000 / 65,536
+    // leading 16 bits, and one by the fourth for each of the 40 /24s: none
+    // in the hash.
     assert_eq!(compiled.addr.blocks.len(), 1 + 40);
     assert!(compiled.addr.long.is_empty());
 }
 
-/// The class of the longest of `classes` covering an address: what the
-/// address tables must say, however they are laid out.
-fn longest_covering(classes: &[(Prefix, u32)], addr: &[u8; 16]) -> u32 {
+/// The class of the longest of `classes` covering an address of which a
+/// frame holds `words` 32-bit words: what the address tables must say,
+/// however they are laid out.
+fn longest_covering(classes: &[(Prefix, u32)], family: u8, addr: &[u8; 16], words: u8) -> u32 {
     classes
         .iter()
-        .filter(|(p, _)| p.contains_addr(4, addr))
+        .filter(|(p, _)| p.contains_addr(family, addr) && p.len <= 32 * words)
         .max_by_key(|(p, _)| p.len)
         .map_or(0, |(_, class)| *class)
 }
 
 #[test]
-fn hosts_past_the_blocks_by_the_fourth_byte_keep_their_classes_in_the_hash() {
+fn address_tables_in_fewer_blocks_keep_the_rest_in_the_hash() {
     let rules: Vec<Rule> = [
         "src net 10.1.0.0/16",
         "src net 10.1.2.0/24",
@@ -271,34 +273,58 @@ fn hosts_past_the_blocks_by_the_fourth_byte_keep_their_classes_in_the_hash() {
         "src host 10.1.3.2",
         "src net 10.1.4.0/31",
         "src host 10.2.9.9",
+        "src net 2001:db8::/32",
+        "src net 2001:db8:100::/40",
+        "src net 2001:db8:1::/48",
+        "src net 2001:db8:1:2::/64",
+        "src net 2001:db8:1:2:3::/80",
+        "src host 2001:db8:1:2::5",
     ]
     .iter()
     .map(|t| drop_rule(t))
     .collect();
-    let compiled = Compiled::compile(&rules).unwrap();
-    let all = &compiled.addr;
-    // Two blocks by the third byte (10.1, 10.2), four by the fourth.
-    assert_eq!(all.blocks.len(), 6);
-    assert!(all.long.is_empty());
-    // Room for one: the densest /24 (10.1.2) gets it, the rest go to the hash.
-    let one = AddrTables::build_within(&compiled.addr_classes, 3).unwrap();
-    assert_eq!(one.blocks.len(), 3);
-    assert_eq!(one.long.len(), 4);
-    let none = AddrTables::build_within(&compiled.addr_classes, 2).unwrap();
-    assert_eq!(none.long.len(), 8);
-    assert!(AddrTables::build_within(&compiled.addr_classes, 1).is_err());
-    for (b, c, d) in
-        (1..=2).flat_map(|b| (0..=9).flat_map(move |c| (0..=255).map(move |d| (b, c, d))))
-    {
-        let mut addr = [0u8; 16];
-        addr[..4].copy_from_slice(&[10, b, c, d]);
-        let want = longest_covering(&compiled.addr_classes, &addr);
-        for (name, tables) in [("all", all), ("one", &one), ("none", &none)] {
-            assert_eq!(
-                tables.class(4, &addr, 1),
-                want,
-                "10.{b}.{c}.{d} with {name}"
-            );
+    let classes = &Compiled::compile(&rules).unwrap().addr_classes;
+    let all = AddrTables::build(classes).unwrap();
+    // Blocks for IPv4 down to the last byte; for IPv6 to /64, past which
+    // the /80 and the host are in the hash.
+    assert_eq!(all.long.len(), 2);
+    let v4 = (1..=2).flat_map(|b| (0..=9).flat_map(move |c| (0..=255).map(move |d| [10, b, c, d])));
+    let v6: Vec<[u8; 16]> = [
+        "2001:db8::1",
+        "2001:db8:1::1",
+        "2001:db8:1:2::5",
+        "2001:db8:1:2::6",
+        "2001:db8:1:2:3::1",
+        "2001:db8:1:3::1",
+        "2001:db8:100::1",
+        "2001:db8:1ff::1",
+        "2001:db9::1",
+        "2002::1",
+    ]
+    .iter()
+    .map(|a| a.parse::<std::net::Ipv6Addr>().unwrap().octets())
+    .collect();
+    for budget in 0..=all.blocks.len() {
+        let tables = AddrTables::build_within(classes, budget).unwrap();
+        assert_eq!(tables.blocks.len(), budget);
+        if budget == 0 {
+            assert_eq!(tables.long.len(), super::addr::most_hashed(classes));
+        }
+        for a in v4.clone() {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&a);
+            let want = longest_covering(classes, 4, &addr, 1);
+            assert_eq!(tables.class(4, &addr, 1), want, "{a:?} in {budget} blocks");
+        }
+        for addr in &v6 {
+            for words in 1..=4 {
+                let want = longest_covering(classes, 6, addr, words);
+                assert_eq!(
+                    tables.class(6, addr, words),
+                    want,
+                    "{addr:?} ({words} words) in {budget} blocks"
+                );
+            }
         }
     }
 }
