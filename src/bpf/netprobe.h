@@ -109,12 +109,16 @@ enum np_action {
 #define NP_ADDR_LEVELS4 2
 #define NP_ADDR_LEVELS6 6
 
-/* A slot, or an entry of a block. */
 struct np_addr_slot {
 	__u32 class;  /* of the longest rule prefix covering it; 0: none */
 	__u32 longer; /* bit j: a prefix of addr_len[family][j] bits lies below, in the hash */
 	__u32 block;  /* 1 + the block by the next byte, 0 for none */
 };
+/* A block entry: with NP_ADDR_NEXT, the block by the next byte in its low
+ * bits; else a class, and with NP_ADDR_HASHED prefixes below it in the hash
+ * (probed for addr_below's lengths): 4 bytes, where a slot takes 12. */
+#define NP_ADDR_NEXT (1U << 31)
+#define NP_ADDR_HASHED (1U << 30)
 
 /* A rule prefix in the hash: the address masked to `len` bits. */
 struct np_addr_key {
@@ -238,6 +242,10 @@ struct np_rules_config {
 	 * first, and the mask of each in network order. */
 	__u8 addr_len[2][NP_ADDR_LENS];
 	__u32 addr_mask[2][NP_ADDR_LENS][4];
+	/* Per family and level of blocks: the lengths (bits of addr_len) an
+	 * entry with NP_ADDR_HASHED probes, those longer than its bytes (8
+	 * levels, a power of two the program masks its index with). */
+	__u32 addr_below[2][8];
 };
 
 /* A classic BPF instruction (struct sock_filter). */

@@ -62,7 +62,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct np_addr_slot);
+	__type(value, __u32); /* NP_ADDR_NEXT, NP_ADDR_HASHED */
 } addr_blocks SEC(".maps");
 
 /* Rule prefixes longer than a block entry or an IPv6 slot holds, exactly:
@@ -196,23 +196,27 @@ static long np_addr_probe_step(__u64 j, void *data)
 }
 
 /* The longest rule prefix in the hash covering the `words` words of
- * `addr`, of the lengths of `longer`, if any; else `class`. The state is
- * built only here: zeroing it cost every address a few stores. */
-static __always_inline __u32 np_addr_longer(__u32 gen, const __u32 family, const __u32 addr[4],
-						 __u32 words, __u32 longer, __u32 class)
+ * `p->addr`, of the lengths of `longer`, if any; else `class`. The rest of
+ * the state is set only here: zeroing it cost every address a few stores,
+ * and the address is read into it, which keeps the stack of XDP's
+ * np_match_rules() within what 6.1 allows its chain of calls (512 bytes). */
+static __always_inline __u32 np_addr_longer(struct np_addr_probe *p, __u32 gen,
+					    const __u32 family, __u32 words, __u32 longer,
+					    __u32 class)
 {
-	struct np_addr_probe p = {
-		.key = { .gen = gen, .family = family },
-		.gen = gen,
-		.fam = family == 6,
-		.words = words,
-		.longer = longer,
-		.class = class,
-	};
-
-	__builtin_memcpy(p.addr, addr, family == 6 ? 16 : 4);
-	bpf_loop(NP_ADDR_LENS, np_addr_probe_step, &p, 0);
-	return p.class;
+	__builtin_memset(&p->key, 0, sizeof(p->key));
+	/* An IPv4 address is one word; the masks clear the others. */
+	if (family == 4)
+		p->addr[1] = p->addr[2] = p->addr[3] = 0;
+	p->key.gen = gen;
+	p->key.family = family;
+	p->gen = gen;
+	p->fam = family == 6;
+	p->words = words;
+	p->longer = longer;
+	p->class = class;
+	bpf_loop(NP_ADDR_LENS, np_addr_probe_step, p, 0);
+	return p->class;
 }
 
 /* The class of the address of `family` at `off`: that of the longest
@@ -223,37 +227,58 @@ static __always_inline __u32 np_addr_longer(__u32 gen, const __u32 family, const
 static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __u32 family,
 					   __u32 off)
 {
-	const struct np_addr_slot *e;
-	__u32 addr[4], idx, words, i;
+	const struct np_addr_slot *slot;
+	const struct np_rules_config *cfg;
+	struct np_addr_probe p;
+	__u32 *addr = p.addr, idx, words, i, class, longer, next, *e;
 	const __u8 *bytes = (const __u8 *)addr;
-	__u64 head; /* the address's first 8 bytes, big-endian: the bytes blocks index */
 
 	/* Words past those read are masked off, but must be written. */
 	if (family == 6)
-		__builtin_memset(addr, 0, sizeof(addr));
+		__builtin_memset(addr, 0, sizeof(p.addr));
 	words = np_load_addr_words(c, family == 6 ? 4 : 1, off, addr);
 	if (!words)
 		return 0;
 	idx = (gen * 2 + (family == 6)) * NP_ADDR_SLOTS + (__u32)bytes[0] * 256 + bytes[1];
-	e = bpf_map_lookup_elem(&addr_slots, &idx);
-	if (!e)
+	slot = bpf_map_lookup_elem(&addr_slots, &idx);
+	if (!slot)
 		return 0;
-	head = (__u64)__builtin_bswap32(addr[0]) << 32;
-	if (family == 6)
-		head |= __builtin_bswap32(addr[1]);
-	/* A frame cut inside the address walks the bytes of its words. */
-	for (i = 0; i < (family == 6 ? NP_ADDR_LEVELS6 : NP_ADDR_LEVELS4); i++) {
-		if (!e->block || i + 2 >= words * 4)
-			break;
-		idx = (gen * max_blocks + e->block - 1) * NP_ADDR_BLOCK +
-		      (__u32)(head >> (40 - 8 * i) & 0xff);
-		e = bpf_map_lookup_elem(&addr_blocks, &idx);
-		if (!e)
-			return 0;
+	class = slot->class;
+	longer = slot->longer;
+	next = slot->block;
+	/* Cut after an IPv6 address's first word: the walk would end on an
+	 * entry naming a block, which holds no class, and the hash holds
+	 * every IPv6 prefix of up to /32 too. */
+	if (next && family == 6 && words == 1) {
+		longer = ~0U;
+		next = 0;
 	}
-	if (e->longer)
-		return np_addr_longer(gen, family, addr, words, e->longer, e->class);
-	return e->class;
+	if (next) {
+		/* The entry walked to, as a block entry: the loop does no more
+		 * than look up. */
+		next = NP_ADDR_NEXT | (next - 1);
+		for (i = 0; i < (family == 6 ? NP_ADDR_LEVELS6 : NP_ADDR_LEVELS4); i++) {
+			if (!(next & NP_ADDR_NEXT))
+				break;
+			idx = (gen * max_blocks + (next & ~NP_ADDR_NEXT)) * NP_ADDR_BLOCK +
+			      bytes[2 + i];
+			e = bpf_map_lookup_elem(&addr_blocks, &idx);
+			if (!e)
+				return 0;
+			next = *e;
+		}
+		class = next & ~NP_ADDR_HASHED;
+		longer = 0;
+		if (next & NP_ADDR_HASHED) {
+			cfg = bpf_map_lookup_elem(&rules_config, &gen);
+			if (!cfg)
+				return 0;
+			longer = cfg->addr_below[family == 6][(i - 1) & 7];
+		}
+	}
+	if (longer)
+		return np_addr_longer(&p, gen, family, words, longer, class);
+	return class;
 }
 
 /* The same for a family known only at run time (0: no addresses); each

@@ -13,15 +13,18 @@
 //!   longer prefixes still below names a block for the byte after: down
 //!   to the last byte for IPv4, to the eighth (/64) for IPv6;
 //! - below an entry that names no block (an IPv6 prefix longer than /64,
-//!   or past the [`MAX_BLOCKS`] blocks a rule set may take: 3 KiB each, the
+//!   or past the [`MAX_BLOCKS`] blocks a rule set may take: 1 KiB each, the
 //!   entries with the most prefixes below get them first, level by level),
-//!   the entry has a bit for each longer prefix length in use there; one
-//!   exact-match hash holds those prefixes, keyed by length and masked
-//!   address, and is probed once per length named, longest first, until
-//!   one is found.
+//!   one exact-match hash holds the prefixes, keyed by length and masked
+//!   address, and is probed once per longer length in use (a slot names
+//!   those below it; a block entry, 4 bytes, only that some are), longest
+//!   first, until one is found.
 //!
 //! A frame cut short inside an address walks only the bytes of the words
-//! it holds: libpcap compares an address a 32-bit word at a time.
+//! it holds: libpcap compares an address a 32-bit word at a time. An IPv6
+//! frame cut after the first word may end on an entry that names a block
+//! and holds no class; the hash holds every IPv6 prefix of up to /32 too,
+//! for it.
 //!
 //! `AddrTables::class` is what `np_addr_class` in rules.h does, in Rust.
 use std::collections::{BTreeMap, HashMap};
@@ -41,8 +44,16 @@ const BLOCK_BITS: [u8; 2] = [32, 64];
 pub const MAX_LENS: usize = 32;
 /// Classes an entry can hold.
 pub const MAX_CLASSES: usize = (1 << 24) - 1;
-/// Blocks a rule set may take (3 KiB each per generation).
-pub const MAX_BLOCKS: usize = 32 << 10;
+/// Blocks a rule set may take (1 KiB each per generation).
+pub const MAX_BLOCKS: usize = 64 << 10;
+/// A block entry (`NP_ADDR_NEXT`, `NP_ADDR_HASHED`): the block by the next
+/// byte in its low bits; or a class, with prefixes below it in the hash,
+/// probed for each length the block's level names (`AddrTables::below`).
+pub const NEXT: u32 = 1 << 31;
+pub const HASHED: u32 = 1 << 30;
+/// Levels of blocks the rules config has a row of `below` for (at least
+/// `NP_ADDR_LEVELS6`; a power of two).
+pub const LEVELS: usize = 8;
 
 /// `struct np_addr_slot`: a slot, or an entry of a block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,8 +74,8 @@ pub struct AddrTables {
     /// The slots that are not empty, by family index * SLOTS + leading 16
     /// bits, in index order.
     pub slots: Vec<(u32, Slot)>,
-    /// Blocks of entries by one byte of the address.
-    pub blocks: Vec<[Slot; BLOCK]>,
+    /// Blocks of entries by one byte of the address (`NEXT`, `HASHED`).
+    pub blocks: Vec<[u32; BLOCK]>,
     /// The prefixes in the hash, addresses masked, and their classes.
     pub long: HashMap<Prefix, u32>,
 }
@@ -203,7 +214,19 @@ impl AddrTables {
             }
         }
         let mut blocks: Vec<[Slot; BLOCK]> = Vec::new();
-        let mut long = HashMap::new();
+        // IPv6 prefixes of up to /32 are in the hash too, for a frame cut
+        // after the address's first word, whose walk ends on an entry
+        // that names a block.
+        let mut long: HashMap<Prefix, u32> = of(6)
+            .filter(|(p, _)| p.len > SLOT_BITS && p.len <= 32)
+            .map(|(p, class)| {
+                let key = Prefix {
+                    addr: masked(&p.addr, p.len),
+                    ..*p
+                };
+                (key, *class)
+            })
+            .collect();
         let mut level: Vec<Below<'_>> = below.into_values().collect();
         // Level by level; in each, the entries with the most prefixes
         // below first.
@@ -261,6 +284,16 @@ impl AddrTables {
             }
             level = next;
         }
+        let blocks = blocks
+            .iter()
+            .map(|block| {
+                block.map(|e| match (e.block, e.longer) {
+                    (0, 0) => e.class,
+                    (0, _) => HASHED | e.class,
+                    (b, _) => NEXT | (b - 1),
+                })
+            })
+            .collect();
         Ok(AddrTables {
             lens,
             slots: slots.into_iter().collect(),
@@ -280,18 +313,28 @@ impl AddrTables {
         let Ok(at) = self.slots.binary_search_by_key(&index, |(i, _)| *i) else {
             return 0;
         };
-        let mut entry = self.slots[at].1;
+        let slot = self.slots[at].1;
+        let (mut class, mut longer, mut next) = (slot.class, slot.longer, slot.block);
         let mut byte = 2;
-        while entry.block != 0 && byte < 4 * usize::from(words) {
-            entry = self.blocks[entry.block as usize - 1][usize::from(addr[byte])];
+        while next != 0 && byte < 4 * usize::from(words) {
+            let entry = self.blocks[next as usize - 1][usize::from(addr[byte])];
+            (class, longer, next) = match entry {
+                e if e & NEXT != 0 => (0, 0, (e & !NEXT) + 1),
+                e if e & HASHED != 0 => (e & !HASHED, self.below(f, byte - 2), 0),
+                e => (e, 0, 0),
+            };
             byte += 1;
+        }
+        if next != 0 {
+            // Cut inside an IPv6 address below an entry naming a block,
+            // which holds no class: the hash also holds its prefixes of
+            // up to /32.
+            (class, longer) = (slot.class, u32::MAX);
         }
         self.lens[f]
             .iter()
             .enumerate()
-            .filter(|(j, len)| {
-                entry.longer >> j & 1 == 1 && u32::from(**len) <= 32 * u32::from(words)
-            })
+            .filter(|(j, len)| longer >> j & 1 == 1 && u32::from(**len) <= 32 * u32::from(words))
             .find_map(|(_, &len)| {
                 self.long.get(&Prefix {
                     family,
@@ -300,6 +343,18 @@ impl AddrTables {
                 })
             })
             .copied()
-            .unwrap_or(entry.class)
+            .unwrap_or(class)
+    }
+
+    /// The lengths (bits of `lens[f]`) a hashed entry of a block at
+    /// `level` (0: by the third byte) probes: those longer than the bytes
+    /// walked (`addr_below` in the rules config).
+    pub fn below(&self, f: usize, level: usize) -> u32 {
+        let walked = 8 * (3 + level) as u8;
+        self.lens[f]
+            .iter()
+            .enumerate()
+            .filter(|(_, len)| **len > walked)
+            .fold(0, |acc, (j, _)| acc | 1 << j)
     }
 }

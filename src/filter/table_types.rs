@@ -83,6 +83,7 @@ pub(super) struct RulesConfig {
     pub(super) proto_class: [u8; 256],
     pub(super) addr_len: [[u8; MAX_LENS]; 2],
     pub(super) addr_mask: [[[[u8; 4]; 4]; MAX_LENS]; 2],
+    pub(super) addr_below: [[u32; super::addr::LEVELS]; 2],
 }
 
 /// `struct np_direct`, aligned as its 64-bit fields there.

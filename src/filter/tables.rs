@@ -253,11 +253,11 @@ impl RuleState {
         let mut blocks = Batch::new(maps.addr_blocks, "writing the address blocks");
         for (b, block) in addr_tables.blocks.iter().enumerate() {
             for (byte, entry) in block.iter().enumerate() {
-                if *entry == addr::Slot::default() {
+                if *entry == 0 {
                     continue;
                 }
                 let index = (u32::from(gen) * cap.blocks + b as u32) * BLOCK as u32 + byte as u32;
-                blocks.push(&index.to_ne_bytes(), bytes(&AddrSlot::of(entry)));
+                blocks.push(&index.to_ne_bytes(), &entry.to_ne_bytes());
                 written.block_entries.push(index);
             }
         }
@@ -400,11 +400,15 @@ impl RuleState {
             proto_class: [0; 256],
             addr_len: [[0; MAX_LENS]; 2],
             addr_mask: [[[[0; 4]; 4]; MAX_LENS]; 2],
+            addr_below: [[0; addr::LEVELS]; 2],
         };
         for (family, lens) in addr_tables.lens.iter().enumerate() {
             for (j, len) in lens.iter().enumerate() {
                 config.addr_len[family][j] = *len;
                 config.addr_mask[family][j] = addr::mask(*len);
+            }
+            for (level, below) in config.addr_below[family].iter_mut().enumerate() {
+                *below = addr_tables.below(family, level);
             }
         }
         for (slot, test) in config.direct.iter_mut().zip(&compiled.direct) {
@@ -449,7 +453,7 @@ impl RuleState {
         zero_entries(
             maps.addr_blocks,
             &old.block_entries,
-            bytes(&AddrSlot::default()),
+            &0u32.to_ne_bytes(),
             "address blocks",
         )?;
         zero_entries(
