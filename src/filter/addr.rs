@@ -123,11 +123,15 @@ fn lengths<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> Vec<u8> {
     lens
 }
 
-/// The prefixes of `classes` the hash holds where no slot gets a block:
-/// what the tables make room for, so that a reloaded rule set past the
-/// blocks they hold still fits.
+/// The prefixes of `classes` the hash holds where no entry below a slot
+/// gets a block (IPv4's longer than /24, IPv6's longer than /16): what the
+/// tables make room for, so that a reloaded rule set past the blocks they
+/// hold still fits, as long as its slots get theirs.
 pub fn most_hashed(classes: &[(Prefix, u32)]) -> usize {
-    classes.iter().filter(|(p, _)| p.len > SLOT_BITS).count()
+    classes
+        .iter()
+        .filter(|(p, _)| p.len > if p.family == 4 { 24 } else { SLOT_BITS })
+        .count()
 }
 
 /// A slot or a block entry with rule prefixes longer than its `bits`
