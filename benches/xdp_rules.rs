@@ -11,7 +11,7 @@ mod common;
 
 use std::env;
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ const THROUGH_TABLES: &str = "through the tables";
 /// Rows whose frames go to an address beside listed hosts.
 const BESIDE_HOSTS: &str =
     "frames from the last rule's network and from 198.18.0.1 to an address beside listed hosts";
-/// Rows whose tables hold no block by the fourth byte: every IPv4 prefix
+/// Rows whose tables hold no block past the third byte: every IPv4 prefix
 /// longer than /24 is in the hash, as before those blocks.
 const HOSTS_HASHED: &str = "the hosts in the hash (no room for blocks by the fourth byte)";
 const XDP_FILTER_OBJ: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdpfilt_dny_all.o";
@@ -227,13 +227,18 @@ impl Drop for DeployedXdpFilter {
 
 /// A UDP frame to port 9 over IPv6, from 2001:2::1.
 fn udp6() -> Vec<u8> {
+    udp6_from(IP6_A)
+}
+
+/// A UDP frame to port 9 over IPv6, from `src`.
+fn udp6_from(src: Ipv6Addr) -> Vec<u8> {
     eth(
         ETH_IPV6,
         &ipv6(
-            IP6_A,
+            src,
             IP6_B,
             PROTO_UDP,
-            &udp(IP6_A.into(), IP6_B.into(), 40000, 9, &[0x5a; 18]),
+            &udp(src.into(), IP6_B.into(), 40000, 9, &[0x5a; 18]),
         ),
     )
 }
@@ -446,6 +451,15 @@ fn test_run_section() {
             parsed(block_list(100_000).into_iter()),
             udp_from(Ipv4Addr::new(172, 16, 0, 1)),
             udp_from(Ipv4Addr::new(172, 16, 0, 4)),
+        ),
+        (
+            "netprobe `--drop`, the block list, IPv6 frames from a listed /48 (`2001:db8:7::1`) \
+             and from beside it (`2001:db8:ffff::1`)"
+                .to_string(),
+            100_000,
+            parsed(block_list(100_000).into_iter()),
+            udp6_from("2001:db8:7::1".parse().unwrap()),
+            udp6_from("2001:db8:ffff::1".parse().unwrap()),
         ),
     ] {
         frames.push((matching.clone(), other));
