@@ -702,9 +702,10 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
     let opts = options_for(64);
     let mut storage = MaybeUninit::uninit();
     let roomy = load(&mut storage, &opts).expect("loading the XDP program with rules");
-    // Room for the blocks by the third byte of the addresses below (those
-    // of 198.18 and 10.0), not for any by the fourth: every IPv4 prefix
-    // longer than /24 goes to the hash.
+    // Room for two blocks, where the addresses below (198.18, 10.0 and
+    // 2001:db8) would take more: two slots get a block by the next byte,
+    // and every longer prefix that block and the other slots do not hold
+    // goes to the hash.
     let mut tight_opts = options_for(64);
     tight_opts.rules.as_mut().unwrap().blocks = 2;
     let mut tight_storage = MaybeUninit::uninit();

@@ -108,6 +108,9 @@ enum np_action {
  * IPv6 to its eighth (/64). */
 #define NP_ADDR_LEVELS4 2
 #define NP_ADDR_LEVELS6 6
+/* Rows of np_rules_config.addr_below: at least NP_ADDR_LEVELS6, a power of
+ * two that the program masks its index with. */
+#define NP_ADDR_BELOW 8
 
 struct np_addr_slot {
 	__u32 class;  /* of the longest rule prefix covering it; 0: none */
@@ -243,9 +246,8 @@ struct np_rules_config {
 	__u8 addr_len[2][NP_ADDR_LENS];
 	__u32 addr_mask[2][NP_ADDR_LENS][4];
 	/* Per family and level of blocks: the lengths (bits of addr_len) an
-	 * entry with NP_ADDR_HASHED probes, those longer than its bytes (8
-	 * levels, a power of two the program masks its index with). */
-	__u32 addr_below[2][8];
+	 * entry with NP_ADDR_HASHED probes, those longer than its bytes. */
+	__u32 addr_below[2][NP_ADDR_BELOW];
 };
 
 /* A classic BPF instruction (struct sock_filter). */

@@ -65,8 +65,8 @@ struct {
 	__type(value, __u32); /* NP_ADDR_NEXT, NP_ADDR_HASHED */
 } addr_blocks SEC(".maps");
 
-/* Rule prefixes longer than a block entry or an IPv6 slot holds, exactly:
- * key -> class. */
+/* Rule prefixes below an entry or slot that names no block (past /64, or
+ * past the blocks the tables hold), exactly: key -> class. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
@@ -273,7 +273,7 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __
 			cfg = bpf_map_lookup_elem(&rules_config, &gen);
 			if (!cfg)
 				return 0;
-			longer = cfg->addr_below[family == 6][(i - 1) & 7];
+			longer = cfg->addr_below[family == 6][(i - 1) & (NP_ADDR_BELOW - 1)];
 		}
 	}
 	if (longer)

@@ -49,10 +49,10 @@ pub const MAX_BLOCKS: usize = 64 << 10;
 /// A block entry (`NP_ADDR_NEXT`, `NP_ADDR_HASHED`): the block by the next
 /// byte in its low bits; or a class, with prefixes below it in the hash,
 /// probed for each length the block's level names (`AddrTables::below`).
-pub const NEXT: u32 = 1 << 31;
-pub const HASHED: u32 = 1 << 30;
-/// Levels of blocks the rules config has a row of `below` for (at least
-/// `NP_ADDR_LEVELS6`; a power of two).
+const NEXT: u32 = 1 << 31;
+const HASHED: u32 = 1 << 30;
+/// Levels of blocks the rules config has a row of `below` for
+/// (`NP_ADDR_BELOW`).
 pub const LEVELS: usize = 8;
 
 /// `struct np_addr_slot`: a slot, or an entry of a block.
@@ -130,7 +130,14 @@ fn lengths<'a>(prefixes: impl Iterator<Item = &'a Prefix>) -> Vec<u8> {
 pub fn most_hashed(classes: &[(Prefix, u32)]) -> usize {
     classes
         .iter()
-        .filter(|(p, _)| p.len > if p.family == 4 { 24 } else { SLOT_BITS })
+        .filter(|(p, _)| {
+            p.len
+                > if p.family == 4 {
+                    SLOT_BITS + 8
+                } else {
+                    SLOT_BITS
+                }
+        })
         .count()
 }
 

@@ -184,7 +184,7 @@ impl RuleState {
         let other = &self.generations[usize::from(1 - gen)];
         let cap = self.capacity;
         // A rule set of more blocks than the tables hold (a reload) keeps
-        // the hosts of the /24s that get none in the hash.
+        // the prefixes below the entries that get none in the hash.
         let rebuilt;
         let addr_tables = if compiled.addr.blocks.len() > cap.blocks as usize {
             rebuilt = AddrTables::build_within(&compiled.addr_classes, cap.blocks as usize)
