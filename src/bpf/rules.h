@@ -379,9 +379,8 @@ struct {
 } fields_seen SEC(".maps");
 
 /* Fills the shape columns of address field `f` (0: src, 1: dst) from its
- * row. It looks the row up even for class 0 (row 0 is empty): a branch
- * here made the verifier check the shape lookups below once more for each
- * way. */
+ * row; class 0, an address no rule prefix covers, has none to look up
+ * (row 0 is empty). */
 static __always_inline void np_addr_columns(struct np_fields *fp, __u32 gen, __u32 f)
 {
 	const struct np_class_row *row;
@@ -390,7 +389,7 @@ static __always_inline void np_addr_columns(struct np_fields *fp, __u32 gen, __u
 	if (!(row_fields >> f & 1))
 		return;
 	idx = gen * max_addr_rows + fp->class[f][0];
-	row = bpf_map_lookup_elem(&addr_rows, &idx);
+	row = fp->class[f][0] ? bpf_map_lookup_elem(&addr_rows, &idx) : NULL;
 	if (row) {
 		__builtin_memcpy(&fp->class[f][1], &row->class[1], sizeof(row->class) - 4);
 		fp->shapes[f] = row->shapes[f & 1];

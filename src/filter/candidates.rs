@@ -121,7 +121,13 @@ impl ShapeMasks {
             & self.by_l3[usize::from(l3 & 3)]
             & self.by_proto[usize::from(proto)];
         for (f, class) in classes.iter().enumerate() {
-            cand &= !keyed[f] | self.row(f, *class as usize);
+            // The program reads no row for address class 0.
+            let row = if f < 2 && *class == 0 {
+                0
+            } else {
+                self.row(f, *class as usize)
+            };
+            cand &= !keyed[f] | row;
         }
         cand
     }

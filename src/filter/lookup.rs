@@ -70,9 +70,14 @@ impl Compiled {
                     &self.port_rows,
                     &self.port_rows,
                 ];
-                for ((class, column), rows) in local.iter_mut().zip(columns).zip(rows) {
+                for (f, ((class, column), rows)) in
+                    local.iter_mut().zip(columns).zip(rows).enumerate()
+                {
                     if *column != 0 {
-                        *class = rows[*class as usize][usize::from(*column)];
+                        // The program reads no row for address class 0.
+                        if f >= 2 || *class != 0 {
+                            *class = rows[*class as usize][usize::from(*column)];
+                        }
                         if *class == 0 && !clause {
                             return None;
                         }
