@@ -34,7 +34,7 @@ use nix::sys::signal::Signal;
 const REPEAT: u32 = 20_000_000;
 const ROUNDS: usize = 5;
 const LIVE_FRAMES: u64 = 1_000_000;
-const LIVE_ROUNDS: usize = 3;
+const LIVE_ROUNDS: usize = 5;
 /// Rules in the mixed set.
 const MIXED: u32 = 10_000;
 /// The label's end for a small rule set matched through the tables, not
@@ -461,6 +461,16 @@ fn test_run_section() {
             udp6_from("2001:db8:7::1".parse().unwrap()),
             udp6_from("2001:db8:ffff::1".parse().unwrap()),
         ),
+        (
+            "netprobe `--drop`, 1,000 IPv6 hosts in one /64 (`src host 2001:db8::<i>`), frames \
+             from the last (`2001:db8::3e8`) and from beside them (`2001:db8::ffff`): past /64, a \
+             hash lookup"
+                .to_string(),
+            1000,
+            parsed((1..=1000).map(|i| format!("src host 2001:db8::{i:x}"))),
+            udp6_from("2001:db8::3e8".parse().unwrap()),
+            udp6_from("2001:db8::ffff".parse().unwrap()),
+        ),
     ] {
         frames.push((matching.clone(), other));
         sets.push((label, count, rules, matching));
@@ -740,13 +750,13 @@ between rounds was larger than the difference between the programs.\n"
     );
     println!("| dropper on B | frames/s sent | ratio to minimal XDP drop | frames dropped |");
     println!("|---|---:|---:|---:|");
-    println!("| minimal XDP program (`return XDP_DROP`, native) | {minimal:.0} | 1.00 | all (no counter) |");
+    println!("| minimal XDP program (`return XDP_DROP`, native) | {minimal:.0} | 1.000 | all (no counter) |");
     println!(
-        "| `netprobe xdp --drop 'udp and dst port 9'` (native) | {ours:.0} | {:.2} | {dropped} |",
+        "| `netprobe xdp --drop 'udp and dst port 9'` (native) | {ours:.0} | {:.3} | {dropped} |",
         ours / minimal
     );
     println!(
-        "| nftables netdev ingress `udp dport 9 counter drop` | {nft_rate:.0} | {:.2} | {nft_dropped} |",
+        "| nftables netdev ingress `udp dport 9 counter drop` | {nft_rate:.0} | {:.3} | {nft_dropped} |",
         nft_rate / minimal
     );
     println!("\nnetprobe's own run time per packet during that traffic, from one more run with `--cost` (kernel BPF statistics): {cost:.1} ns.\n");
