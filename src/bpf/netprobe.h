@@ -115,11 +115,13 @@ enum np_action {
 struct np_addr_slot {
 	__u32 class;  /* of the longest rule prefix covering it; 0: none */
 	__u32 longer; /* bit j: a prefix of addr_len[family][j] bits lies below, in the hash */
-	__u32 block;  /* 1 + the block by the next byte, 0 for none */
+	__u32 block;  /* the block by the next byte, as an entry names it; 0 for none */
 };
-/* A block entry: with NP_ADDR_NEXT, the block by the next byte in its low
- * bits; else a class, and with NP_ADDR_HASHED prefixes below it in the hash
- * (probed for addr_below's lengths): 4 bytes, where a slot takes 12. */
+/* A block entry: with NP_ADDR_NEXT, the block by the next byte, as the
+ * index of its first entry in addr_blocks (its generation's included) in
+ * the low bits; else a class, and with NP_ADDR_HASHED prefixes below it in
+ * the hash (probed for addr_below's lengths): 4 bytes, where a slot takes
+ * 12. */
 #define NP_ADDR_NEXT (1U << 31)
 #define NP_ADDR_HASHED (1U << 30)
 

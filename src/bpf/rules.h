@@ -58,7 +58,8 @@ struct {
 } addr_slots SEC(".maps");
 
 /* Blocks by the address's next byte below a slot or an entry:
- * (generation * max_blocks + block) * 256 + that byte. */
+ * (generation * blocks per generation + block) * 256 + that byte, the
+ * first part of which the slot or entry holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -145,8 +146,6 @@ struct {
 const volatile __u32 max_rules = 1;
 /* Dense cells per generation. */
 const volatile __u32 max_cells = 1;
-/* IPv4 address blocks per generation. */
-const volatile __u32 max_blocks = 1;
 /* Rows of addr_rows per generation, and the fields (bit f: src, dst,
  * sport, dport) whose row is looked up: a constant, so that the verifier
  * removes the lookups no shape needs. */
@@ -280,14 +279,12 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __
 		next = 0;
 	}
 	if (next) {
-		/* The entry walked to, as a block entry: the loop does no more
-		 * than look up. */
-		next = NP_ADDR_NEXT | (next - 1);
+		/* The entry walked to: each names where its block starts in
+		 * addr_blocks, so that a level is an add and a lookup. */
 		for (i = 0; i < (family == 6 ? NP_ADDR_LEVELS6 : NP_ADDR_LEVELS4); i++) {
 			if (!(next & NP_ADDR_NEXT))
 				break;
-			idx = (gen * max_blocks + (next & ~NP_ADDR_NEXT)) * NP_ADDR_BLOCK +
-			      bytes[2 + i];
+			idx = (next & ~NP_ADDR_NEXT) + bytes[2 + i];
 			e = bpf_map_lookup_elem(&addr_blocks, &idx);
 			if (!e)
 				return 0;

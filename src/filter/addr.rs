@@ -55,6 +55,17 @@ const HASHED: u32 = 1 << 30;
 /// (`NP_ADDR_BELOW`).
 pub const LEVELS: usize = 8;
 
+/// A slot's block or a block entry as the program reads it from
+/// generation `gen` of tables of `max_blocks` blocks each: an entry naming
+/// a block names the index of its first entry in `addr_blocks`, which
+/// spares the walk a multiply per level; any other is as it is.
+pub fn entry_in_map(entry: u32, gen: u8, max_blocks: u32) -> u32 {
+    if entry & NEXT == 0 {
+        return entry;
+    }
+    NEXT | ((u32::from(gen) * max_blocks + (entry & !NEXT)) * BLOCK as u32)
+}
+
 /// `struct np_addr_slot`: a slot, or an entry of a block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
@@ -63,6 +74,17 @@ pub struct Slot {
     pub longer: u32,
     /// 1 + the block by the next byte, 0 for none.
     pub block: u32,
+}
+
+impl Slot {
+    /// `block` as the program reads it from generation `gen` of tables of
+    /// `max_blocks` blocks each: as an entry naming that block does.
+    pub fn block_in_map(&self, gen: u8, max_blocks: u32) -> u32 {
+        match self.block {
+            0 => 0,
+            b => entry_in_map(NEXT | (b - 1), gen, max_blocks),
+        }
+    }
 }
 
 /// The address classes of a rule set, laid out as rules.h reads them.

@@ -12,7 +12,7 @@ const ALL_ROW_FIELDS: u32 = 0xf;
 const PORT_ROW_FIELDS: u32 = 0xc;
 
 /// Sizes the rule tables of an open skeleton, before load; its program's
-/// `max_rules`, `max_programs`, `max_cells`, `max_blocks`, `max_addr_rows` and `row_fields` must be set
+/// `max_rules`, `max_programs`, `max_cells`, `max_addr_rows` and `row_fields` must be set
 /// to the capacity's too.
 #[macro_export]
 macro_rules! size_rule_tables {

@@ -29,11 +29,13 @@ pub(super) struct AddrSlot {
 }
 
 impl AddrSlot {
-    pub(super) fn of(slot: &super::addr::Slot) -> AddrSlot {
+    /// The slot as generation `gen` of tables of `max_blocks` blocks each
+    /// holds it ([`addr::entry_in_map`]).
+    pub(super) fn of(slot: &super::addr::Slot, gen: u8, max_blocks: u32) -> AddrSlot {
         AddrSlot {
             class: slot.class,
             longer: slot.longer,
-            block: slot.block,
+            block: slot.block_in_map(gen, max_blocks),
         }
     }
 }

@@ -246,7 +246,10 @@ impl RuleState {
         let mut slots = Batch::new(maps.addr_slots, "writing the address slots");
         for (index, slot) in &addr_tables.slots {
             let index = u32::from(gen) * 2 * SLOTS + index;
-            slots.push(&index.to_ne_bytes(), bytes(&AddrSlot::of(slot)));
+            slots.push(
+                &index.to_ne_bytes(),
+                bytes(&AddrSlot::of(slot, gen, cap.blocks)),
+            );
             written.slots.push(index);
         }
         slots.write()?;
@@ -257,6 +260,7 @@ impl RuleState {
                     continue;
                 }
                 let index = (u32::from(gen) * cap.blocks + b as u32) * BLOCK as u32 + byte as u32;
+                let entry = addr::entry_in_map(*entry, gen, cap.blocks);
                 blocks.push(&index.to_ne_bytes(), &entry.to_ne_bytes());
                 written.block_entries.push(index);
             }

@@ -70,7 +70,6 @@ pub fn load<'obj>(
     rodata.max_rules = cap.rules;
     rodata.max_programs = cap.programs;
     rodata.max_cells = cap.cells;
-    rodata.max_blocks = cap.blocks;
     rodata.max_addr_rows = cap.addr_rows;
     rodata.row_fields = cap.row_fields;
     crate::size_rule_tables!(open.maps, cap);
