@@ -60,7 +60,7 @@ pub struct Capacity {
     pub programs: u32,
     /// Dense cells per generation.
     pub cells: u32,
-    /// IPv4 address blocks per generation.
+    /// Address blocks (of either family) per generation.
     pub blocks: u32,
     /// Rows of shape classes per generation, by address class (those by
     /// port are one per port, where `row_fields` has a port).
