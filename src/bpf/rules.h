@@ -173,10 +173,11 @@ struct np_addr_probe {
 	__u32 class;  /* the longest found so far */
 };
 
-static long np_addr_probe_step(__u64 j, void *data)
+/* Probes length j of the lengths to try, where `p->longer` has it: 1 when
+ * the search is over (found, or no longer length left), else 0. */
+static __always_inline long np_addr_probe_len(struct np_addr_probe *p,
+					      const struct np_rules_config *cfg, __u64 j)
 {
-	struct np_addr_probe *p = data;
-	const struct np_rules_config *cfg;
 	const __u32 *mask;
 	__u32 *found, len;
 
@@ -184,9 +185,6 @@ static long np_addr_probe_step(__u64 j, void *data)
 		return 1;
 	if (!(p->longer >> j & 1))
 		return 0;
-	cfg = bpf_map_lookup_elem(&rules_config, &p->gen);
-	if (!cfg)
-		return 1;
 	len = cfg->addr_len[p->fam & 1][j];
 	if (len > p->words * 32)
 		return 0;
@@ -203,12 +201,25 @@ static long np_addr_probe_step(__u64 j, void *data)
 	return 1;
 }
 
+/* One bpf_loop() step: its context is on the stack, which holds no map
+ * pointer, so the step finds the config again. */
+static long np_addr_probe_step(__u64 j, void *data)
+{
+	struct np_addr_probe *p = data;
+	const struct np_rules_config *cfg = bpf_map_lookup_elem(&rules_config, &p->gen);
+
+	if (!cfg)
+		return 1;
+	return np_addr_probe_len(p, cfg, j);
+}
+
 /* The longest rule prefix in the hash covering the `words` words of
  * `p->addr`, of the lengths of `longer`, if any; else `class`. The rest of
  * the state is set only here: zeroing it cost every address a few stores,
  * and the address is read into it, which keeps the stack of XDP's
  * np_match_rules() within what 6.1 allows its chain of calls (512 bytes). */
-static __always_inline __u32 np_addr_longer(struct np_addr_probe *p, __u32 gen,
+static __always_inline __u32 np_addr_longer(struct np_addr_probe *p,
+					    const struct np_rules_config *cfg, __u32 gen,
 					    const __u32 family, __u32 words, __u32 longer,
 					    __u32 class)
 {
@@ -232,9 +243,9 @@ static __always_inline __u32 np_addr_longer(struct np_addr_probe *p, __u32 gen,
 	 * socket filter's program. */
 	if (!NP_ADDR_LOOP) {
 		low = longer & -longer;
-		if (np_addr_probe_step(np_bit_index[(low * 0x03f79d71b4cb0a89ULL) >> 58] &
-					       (NP_ADDR_LENS - 1),
-				       p))
+		if (np_addr_probe_len(p, cfg,
+				      np_bit_index[(low * 0x03f79d71b4cb0a89ULL) >> 58] &
+					      (NP_ADDR_LENS - 1)))
 			return p->class;
 		p->longer = longer ^ low;
 		if (!p->longer)
@@ -249,11 +260,10 @@ static __always_inline __u32 np_addr_longer(struct np_addr_probe *p, __u32 gen,
  * a 32-bit word at a time and only the words a prefix masks, so a frame
  * that ends inside an address still matches a prefix within the words it
  * has: longer prefixes are not tried. */
-static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __u32 family,
-					   __u32 off)
+static __always_inline __u32 np_addr_class(struct np_ctx *c, const struct np_rules_config *cfg,
+					   __u32 gen, const __u32 family, __u32 off)
 {
 	const struct np_addr_slot *slot;
-	const struct np_rules_config *cfg;
 	struct np_addr_probe p;
 	__u32 *addr = p.addr, idx, words, i, class, longer, next, *e;
 	const __u8 *bytes = (const __u8 *)addr;
@@ -292,27 +302,24 @@ static __always_inline __u32 np_addr_class(struct np_ctx *c, __u32 gen, const __
 		}
 		class = next & ~NP_ADDR_HASHED;
 		longer = 0;
-		if (next & NP_ADDR_HASHED) {
-			cfg = bpf_map_lookup_elem(&rules_config, &gen);
-			if (!cfg)
-				return 0;
+		if (next & NP_ADDR_HASHED)
 			longer = cfg->addr_below[family == 6][(i - 1) & (NP_ADDR_BELOW - 1)];
-		}
 	}
 	if (longer)
-		return np_addr_longer(&p, gen, family, words, longer, class);
+		return np_addr_longer(&p, cfg, gen, family, words, longer, class);
 	return class;
 }
 
 /* The same for a family known only at run time (0: no addresses); each
  * family gets its own copy, with its sizes constant. */
-static __always_inline __u32 np_addr_class_of(struct np_ctx *c, __u32 gen, __u32 family,
-					      __u32 off)
+static __always_inline __u32 np_addr_class_of(struct np_ctx *c,
+					      const struct np_rules_config *cfg, __u32 gen,
+					      __u32 family, __u32 off)
 {
 	if (family == 4)
-		return np_addr_class(c, gen, 4, off);
+		return np_addr_class(c, cfg, gen, 4, off);
 	if (family == 6)
-		return np_addr_class(c, gen, 6, off);
+		return np_addr_class(c, cfg, gen, 6, off);
 	return 0;
 }
 
@@ -540,7 +547,7 @@ static __always_inline struct np_rule_ref np_match_tables(struct np_ctx *c, __u3
 		__u32 bit = i ? NP_SHAPE_DST : NP_SHAPE_SRC;
 
 		if (cfg->fields & bit &&
-		    (fp->class[i & 1][0] = np_addr_class_of(c, gen, fp->at.family,
+		    (fp->class[i & 1][0] = np_addr_class_of(c, cfg, gen, fp->at.family,
 							     i ? fp->at.daddr : fp->at.saddr)))
 			fp->at.found |= bit;
 	}
