@@ -98,8 +98,12 @@ impl ShapeMasks {
     }
 
     /// Of the shapes covering a class of field `field`, those the row of
-    /// `class` holds (`np_class_row.shapes`).
+    /// `class` holds (`np_class_row.shapes`): none for address class 0,
+    /// whose row the program does not read.
     pub(super) fn row(&self, field: usize, class: usize) -> u64 {
+        if field < 2 && class == 0 {
+            return 0;
+        }
         let by_class = if field < 2 { &self.addr } else { &self.port };
         by_class.get(class).map_or(0, |m| m[field % 2])
     }
@@ -121,13 +125,7 @@ impl ShapeMasks {
             & self.by_l3[usize::from(l3 & 3)]
             & self.by_proto[usize::from(proto)];
         for (f, class) in classes.iter().enumerate() {
-            // The program reads no row for address class 0.
-            let row = if f < 2 && *class == 0 {
-                0
-            } else {
-                self.row(f, *class as usize)
-            };
-            cand &= !keyed[f] | row;
+            cand &= !keyed[f] | self.row(f, *class as usize);
         }
         cand
     }
