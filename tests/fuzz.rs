@@ -1,9 +1,11 @@
 //! Differential fuzzing through BPF_PROG_TEST_RUN: a million generated and
 //! mutated frames through the XDP program, each classified again by an
 //! independent classifier in Rust that reads headers with etherparse; and
-//! random rule sets over random frames, each verdict checked against the
-//! rules' plain meaning. Every disagreement fails with the frame in hex and
-//! the seed (`NETPROBE_FUZZ_SEED=N` replays a run).
+//! random rule sets (table rules, clauses and libpcap's programs mixed)
+//! over random frames, each verdict of the XDP program and of the socket
+//! filter checked against the rules' meaning, libpcap's programs for them.
+//! Every disagreement fails with the frame in hex and the seed
+//! (`NETPROBE_FUZZ_SEED=N` replays a run).
 mod common;
 
 use std::mem::MaybeUninit;
@@ -16,7 +18,7 @@ use etherparse::{
     Ethernet2Header, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6Header, Ipv6RawExtHeaderSlice,
     SingleVlanHeader, TcpHeaderSlice, UdpHeaderSlice,
 };
-use libbpf_rs::ProgramInput;
+use libbpf_rs::{OpenObject, ProgramInput};
 use netprobe::filter::capacity::Capacity;
 use netprobe::filter::compile::{MAX_CELLS, MAX_PROGRAMS};
 use netprobe::filter::model::Rule;
@@ -24,7 +26,9 @@ use netprobe::filter::pcap::{self, Insn};
 use netprobe::filter::tables::RuleState;
 use netprobe::filter::{parse, Action, Compiled};
 use netprobe::kernel::counters::{Stats, PROTOCOLS};
+use netprobe::skel::sockfilter::SockfilterSkel;
 use netprobe::skel::xdp::XdpSkel;
+use netprobe::sockfilter;
 use netprobe::xdp::{load, program, read_stats, rule_tables, LoadOptions};
 
 /// Frames through the classifier per run.
@@ -256,6 +260,11 @@ const ADDRS6: [[u16; 8]; 3] = [
     [0x2001, 0xdb8, 1, 0, 0, 0, 0, 9],
 ];
 const PORTS: [u16; 7] = [0, 9, 53, 80, 443, 1500, 40000];
+const MACS: [[u8; 6]; 3] = [
+    [0x02, 0, 0, 0, 0, 0x0a],
+    [0xff; 6],
+    [0x01, 0, 0x5e, 0, 0, 0xfb],
+];
 
 fn v6(a: [u16; 8]) -> [u8; 16] {
     std::net::Ipv6Addr::from(a).octets()
@@ -428,9 +437,16 @@ fn arp_bytes(rng: &mut Rng) -> Vec<u8> {
 /// then, sometimes, truncated or with bits flipped.
 fn frame(rng: &mut Rng) -> Vec<u8> {
     let mut f = rng.bytes(12);
+    // Now and then the addresses and VLAN ids the rules name.
+    for at in [0, 6] {
+        if rng.chance(30) {
+            f[at..at + 6].copy_from_slice(&rng.pick(&MACS));
+        }
+    }
     for _ in 0..rng.pick(&[0, 0, 0, 1, 2, 3]) {
         f.extend_from_slice(&rng.pick(&[0x8100u16, 0x88a8]).to_be_bytes());
-        f.extend_from_slice(&(rng.below(4096) as u16).to_be_bytes());
+        let random = rng.below(4096) as u16;
+        f.extend_from_slice(&rng.pick(&[10, 20, random]).to_be_bytes());
     }
     let (ethertype, l3) = match rng.below(10) {
         0..=3 => (0x0800u16, ipv4_bytes(rng)),
@@ -477,6 +493,27 @@ fn run(skel: &XdpSkel<'_>, frame: &[u8]) -> u32 {
         })
         .expect("BPF_PROG_TEST_RUN")
         .return_value
+}
+
+/// Whether the socket filter lets `frame` through (returns a length), run
+/// as an AF_PACKET socket runs it: BPF_PROG_TEST_RUN pulls an Ethernet
+/// header first, as the stack does before AF_PACKET pushes it back, so the
+/// frame gets one extra header in front. Its EtherType is an experimental
+/// one: the kernel refuses an IPv4 or IPv6 one with less than an IP header
+/// behind it.
+fn captures(skel: &SockfilterSkel<'_>, frame: &[u8]) -> bool {
+    let mut input = vec![0u8; 14];
+    input[12..].copy_from_slice(&0x88b5u16.to_be_bytes());
+    input.extend_from_slice(frame);
+    skel.progs
+        .sockfilter_netprobe
+        .test_run(ProgramInput {
+            data_in: Some(&input),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {}: {e}", frame.len()))
+        .return_value
+        > 0
 }
 
 /// The classes a frame counted in, by name, from the change in the stats.
@@ -578,7 +615,33 @@ fn random_rule(rng: &mut Rng) -> String {
     let dir = |rng: &mut Rng| rng.pick(&["", "src ", "dst "]);
     let qualifier = |rng: &mut Rng| rng.pick(&["", "", "ip ", "ip6 ", "arp ", "rarp "]);
     let primitive = |rng: &mut Rng| -> String {
-        match rng.below(10) {
+        match rng.below(11) {
+            // Beyond the tables: libpcap's programs, run beside them.
+            10 => rng
+                .pick(&[
+                    "vlan",
+                    "vlan 10",
+                    "vlan 20 and vlan 10",
+                    "ether host 02:00:00:00:00:0a",
+                    "ether src 02:00:00:00:00:0a",
+                    "ether broadcast",
+                    "ether multicast",
+                    "ip multicast",
+                    "ip6 multicast",
+                    "ether proto \\ip6",
+                    "ip6 protochain 6",
+                    "greater 100",
+                    "less 64",
+                    "len >= 60",
+                    "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn",
+                    "icmp[icmptype] == icmp-echo",
+                    "icmp6[icmp6type] == icmp6-echo",
+                    "ip[8] < 64",
+                    "udp[2:2] == 53",
+                    "net 10.0",
+                    "port domain",
+                ])
+                .to_string(),
             0 => rng
                 .pick(&[
                     "tcp",
@@ -710,11 +773,29 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
     tight_opts.rules.as_mut().unwrap().blocks = 2;
     let mut tight_storage = MaybeUninit::uninit();
     let tight = load(&mut tight_storage, &tight_opts).expect("loading the XDP program with rules");
-    let mut states = [
-        RuleState::new(opts.rules.unwrap()),
-        RuleState::new(tight_opts.rules.unwrap()),
-    ];
-    let (mut matched, mut checked, mut direct_sets, mut clause_sets, mut split) = (0, 0, 0, 0, 0);
+    let caps = [opts.rules.unwrap(), tight_opts.rules.unwrap()];
+    let mut states = caps.map(RuleState::new);
+    // The socket filter over the same tables and frames: it has no direct
+    // path, and copies only the headers unless some rule runs a libpcap
+    // program (as `netprobe sockfilter` loads it). Roomy and tight, each
+    // copying headers or whole frames.
+    let mut sock_storage: Vec<MaybeUninit<OpenObject>> =
+        (0..4).map(|_| MaybeUninit::uninit()).collect();
+    let socks: Vec<SockfilterSkel<'_>> = sock_storage
+        .iter_mut()
+        .enumerate()
+        .map(|(i, storage)| {
+            let opts = sockfilter::LoadOptions {
+                rules: Some(caps[i % 2]),
+                whole_frames: i >= 2,
+                ..Default::default()
+            };
+            sockfilter::load(storage, &opts).expect("loading the socket filter with rules")
+        })
+        .collect();
+    let mut sock_states: Vec<RuleState> = (0..4).map(|i| RuleState::new(caps[i % 2])).collect();
+    let (mut matched, mut checked, mut split) = (0, 0, 0);
+    let (mut direct_sets, mut clause_sets, mut program_sets) = (0, 0, 0);
     for set in 0..RULE_SETS {
         // Every other set netprobe lays out itself is small enough for
         // the direct path, as its rules allow.
@@ -744,11 +825,16 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
         .unwrap();
         direct_sets += usize::from(!compiled.direct.is_empty());
         clause_sets += usize::from(compiled.programs.iter().any(|p| p.held));
+        program_sets += usize::from(compiled.programs.iter().any(|p| !p.held));
         let texts: Vec<&str> = rules.iter().map(|r| r.text.as_str()).collect();
         // Each layout with the tables roomy and tight, in turn.
         let skel = if set % 2 == 0 { &roomy } else { &tight };
         states[set % 2]
             .install(&rule_tables(skel), &rules, &compiled)
+            .unwrap_or_else(|e| panic!("rule set {set} of seed {seed} {texts:?}: {e:#}"));
+        let sock = set % 2 + 2 * usize::from(!compiled.programs.is_empty());
+        sock_states[sock]
+            .install(&sockfilter::rule_tables(&socks[sock]), &rules, &compiled)
             .unwrap_or_else(|e| panic!("rule set {set} of seed {seed} {texts:?}: {e:#}"));
         for _ in 0..FRAMES_PER_RULE_SET {
             let f = frame(&mut rng);
@@ -771,14 +857,27 @@ fn the_rule_matcher_agrees_with_the_rules_meaning() {
                  for frame {}",
                 hex(&f)
             );
+            assert_eq!(
+                captures(&socks[sock], &f),
+                want.is_some(),
+                "rule set {set} of seed {seed} {texts:?}, socket filter: tcpdump's filters say \
+                 rule {want:?} for frame {}",
+                hex(&f)
+            );
             checked += 1;
             matched += usize::from(want.is_some());
         }
     }
     eprintln!(
         "fuzz: {checked} frames against {RULE_SETS} rule sets ({direct_sets} matched directly, \
-         {clause_sets} of them with clauses), {matched} matched, {split} left out where libpcap's \
-         optimizer changes the answer, seed {seed}"
+         {clause_sets} of them with clauses; {program_sets} with a rule of libpcap's alone), \
+         {matched} matched, {split} left out where libpcap's optimizer changes the answer, seed \
+         {seed}"
+    );
+    assert!(
+        program_sets > RULE_SETS / 10,
+        "the generator should give the programs work beside the tables: {program_sets} of \
+         {RULE_SETS} sets"
     );
     assert!(
         split < checked / 100,
