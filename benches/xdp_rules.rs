@@ -57,6 +57,24 @@ fn rule_text(i: u32) -> String {
     )
 }
 
+/// Rules of clauses a rule set may hold at most (each holds its libpcap
+/// program for frames cut short), and the rule they are made of.
+const HELD: u32 = 500;
+/// Rows whose frames are cut short run every held program: so many fewer
+/// repeats that the row takes as long as the others.
+const CUT_SHORT: &str = "frames cut short";
+const CUT_REPEAT: u32 = REPEAT / 1000;
+const HELD_RULE: &str = "`src net 10.<i/256>.<i%256>.0/24 and not tcp`";
+
+fn held_rules() -> Vec<Rule> {
+    parsed((0..HELD).map(|i| format!("src net 10.{}.{}.0/24 and not tcp", i / 256, i % 256)))
+}
+
+/// A host in the last of `held_rules()`' networks.
+fn held_net_host() -> Ipv4Addr {
+    Ipv4Addr::new(10, ((HELD - 1) / 256) as u8, ((HELD - 1) % 256) as u8, 5)
+}
+
 fn rule_set(n: u32) -> Vec<Rule> {
     parsed((0..n).map(rule_text))
 }
@@ -245,6 +263,18 @@ fn udp6_from(src: Ipv6Addr) -> Vec<u8> {
 
 fn udp_from(src: Ipv4Addr) -> Vec<u8> {
     udp_between(src, IP4_B)
+}
+
+/// A frame cut short: IPv4 from `src` with 40 bytes of options (74
+/// bytes in all), protocol UDP but no room for its ports, which libpcap's
+/// port tests would read.
+fn udp_cut_from(src: Ipv4Addr) -> Vec<u8> {
+    let mut f = udp_from(src);
+    f.truncate(34);
+    f[14] = 0x4f;
+    f[16..18].copy_from_slice(&60u16.to_be_bytes());
+    f.extend_from_slice(&[1; 40]);
+    f
 }
 
 /// A 60-byte UDP frame from `src` to `dst`, port 9.
@@ -444,6 +474,25 @@ fn test_run_section() {
             udp_between(IP4_A, beside),
         ),
         (
+            format!(
+                "netprobe `--drop`, {HELD} rules with `not` ({HELD_RULE}): clauses in the tables"
+            ),
+            HELD,
+            held_rules(),
+            udp_from(held_net_host()),
+            udp_from(IP4_A),
+        ),
+        (
+            format!(
+                "netprobe `--drop`, {HELD} rules with `not` ({HELD_RULE}), {CUT_SHORT} (IPv4 \
+                 with 40 bytes of options, no room for its UDP ports): every rule's libpcap program"
+            ),
+            HELD,
+            held_rules(),
+            udp_cut_from(held_net_host()),
+            udp_cut_from(IP4_A),
+        ),
+        (
             "netprobe `--drop`, the block list, frames from a listed host (`172.16.0.1`) and \
              from beside it (`172.16.0.4`)"
                 .to_string(),
@@ -540,11 +589,16 @@ fn test_run_section() {
         ),
     ];
     for ((label, count, skel), pair) in with_rules.iter().zip(frames) {
+        let repeat = if label.contains(CUT_SHORT) {
+            CUT_REPEAT
+        } else {
+            REPEAT
+        };
         rows.push((
             label.clone(),
             count.to_string(),
             pair,
-            Box::new(move |frame| ns_per_packet(netprobe::xdp::program(skel), frame, REPEAT)),
+            Box::new(move |frame| ns_per_packet(netprobe::xdp::program(skel), frame, repeat)),
         ));
     }
     let mut times = vec![(Vec::new(), Vec::new()); rows.len()];
@@ -569,7 +623,7 @@ matched as a larger one is, for the like-for-like comparison. The IPv6 rows' mat
 UDP from 2001:2::1 to port 9, their non-matching one the IPv4 frame; compare them with counting \
 only on the IPv6 frame. Rows that name their frames use those instead: an address beside listed \
 hosts shares a /24 with them, where a /24 of hosts takes a block by the fourth byte, or, \
-past the blocks the tables hold, a hash lookup.\n",
+past the blocks the tables hold, a hash lookup. Rows of {CUT_SHORT} run {CUT_REPEAT} repeats.\n",
         rule_text(0).replace("10.0.0.0", "10.<i/256>.<i%256>.0"),
         mixed_text(1).replace("172.16.0.1", "172.16.<i/256>.<i%256>"),
         mixed_text(2).replace("10002", "<10000+i>"),
